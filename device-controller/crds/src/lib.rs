@@ -1,1 +1,658 @@
+//! # device-crds
+//!
+//! Rust types of the KubeEdge `devices.kubeedge.io/v1beta1` resources, `Device` and
+//! `DeviceModel`, field for field with the upstream schema (KubeEdge v1.23), so
+//! YAML written for KubeEdge parses unchanged. Free-form fields (`configData`,
+//! `protocolConfigData`, `anomalyDetection`) stay JSON.
+//!
+//! The spec structs reject unknown fields, so a misspelt key in a YAML file is an
+//! error naming the field instead of a silently ignored setting. `metadata`
+//! accepts any Kubernetes metadata.
+//!
+//! Used by `edgecore-dmi` (its YAML-directory device source). Kubernetes
+//! integration (kube `CustomResource`, schemars) builds on these types.
+//!
+//! ```no_run
+//! let dev: device_crds::Device = serde_json::from_str(r#"{"apiVersion":"devices.kubeedge.io/v1beta1",
+//!   "kind":"Device","metadata":{"name":"fan"},"spec":{"deviceModelRef":{"name":"fan-model"}}}"#).unwrap();
+//! assert_eq!(dev.spec.model_name(), Some("fan-model"));
+//! ```
+//!
+//! ## Feature flags
+//! None.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// API group of the device resources.
+pub const GROUP: &str = "devices.kubeedge.io";
+/// The `apiVersion` these types describe.
+pub const API_VERSION: &str = "devices.kubeedge.io/v1beta1";
+/// A free-form JSON object (`x-kubernetes-preserve-unknown-fields`).
+pub type FreeForm = Map<String, Value>;
+
+/// Kubernetes object metadata; only the fields this project reads are typed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Object name.
+    #[serde(default)]
+    pub name: String,
+    /// Namespace; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Every other metadata field, kept as is.
+    #[serde(flatten)]
+    pub other: FreeForm,
+}
+
+impl ObjectMeta {
+    /// The namespace, `default` when unset or empty.
+    pub fn namespace_or_default(&self) -> &str {
+        match self.namespace.as_deref() {
+            Some(ns) if !ns.is_empty() => ns,
+            _ => "default",
+        }
+    }
+}
+
+/// A `Device`: one physical device bound to an edge node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// `devices.kubeedge.io/v1beta1`.
+    pub api_version: String,
+    /// `Device`.
+    pub kind: String,
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Desired state.
+    #[serde(default)]
+    pub spec: DeviceSpec,
+    /// Observed state (the shape used before KubeEdge v1.23, twins in the Device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeviceStatus>,
+}
+
+/// `Device.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// The model, in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_model_ref: Option<LocalObjectReference>,
+    /// The edge node this device is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// How to reach the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ProtocolConfig>,
+    /// Properties to collect and, for ReadWrite ones, to set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<DeviceProperty>,
+    /// Device methods (v1.19+).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<DeviceMethod>,
+    /// Whether and how often the mapper reports the device state (v1.23+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_report: Option<StateReport>,
+}
+
+impl DeviceSpec {
+    /// Name of the referenced model, if any.
+    pub fn model_name(&self) -> Option<&str> {
+        self.device_model_ref
+            .as_ref()
+            .map(|r| r.name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Name of the protocol, if any.
+    pub fn protocol_name(&self) -> Option<&str> {
+        self.protocol
+            .as_ref()
+            .map(|p| p.protocol_name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    /// Object name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `spec.protocol`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// Protocol name; a device goes to the mappers registered for it.
+    #[serde(default)]
+    pub protocol_name: String,
+    /// Free-form protocol settings (flat key → scalar over DMI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_data: Option<FreeForm>,
+}
+
+/// `spec.properties[]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceProperty {
+    /// Property name; must exist in the model.
+    pub name: String,
+    /// Desired value (ReadWrite properties).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<TwinProperty>,
+    /// Where the property lives on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitors: Option<VisitorConfig>,
+    /// Push/database cycle, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_cycle: Option<i64>,
+    /// Read cycle, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_cycle: Option<i64>,
+    /// Whether the value is reported as a twin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_to_cloud: Option<bool>,
+    /// Push targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_method: Option<PushMethod>,
+}
+
+/// A twin value with metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TwinProperty {
+    /// The value as text. YAML numbers and booleans are accepted and kept as text.
+    #[serde(default, deserialize_with = "scalar_as_string")]
+    pub value: String,
+    /// Free metadata (`timestamp`, `type`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn scalar_as_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok(String::new()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a scalar value, found {}",
+            if other.is_array() { "a list" } else { "a map" }
+        ))),
+    }
+}
+
+/// `visitors`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VisitorConfig {
+    /// Protocol name (informational).
+    #[serde(default)]
+    pub protocol_name: String,
+    /// Free-form address of the property on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_data: Option<FreeForm>,
+}
+
+/// `pushMethod`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushMethod {
+    /// HTTP push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<PushMethodHttp>,
+    /// MQTT push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<PushMethodMqtt>,
+    /// OpenTelemetry push (v1.19+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otel: Option<PushMethodOtel>,
+    /// Database sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_method: Option<DbMethod>,
+    /// Free-form anomaly detection settings (v1.23+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly_detection: Option<FreeForm>,
+}
+
+/// `pushMethod.http`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushMethodHttp {
+    /// Host with scheme, e.g. `http://127.0.0.1`.
+    #[serde(default)]
+    pub host_name: String,
+    /// TCP port.
+    #[serde(default)]
+    pub port: i64,
+    /// Request path.
+    #[serde(default)]
+    pub request_path: String,
+    /// Timeout, milliseconds.
+    #[serde(default)]
+    pub timeout: i64,
+}
+
+/// `pushMethod.mqtt`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushMethodMqtt {
+    /// Broker address, e.g. `tcp://127.0.0.1:1883`.
+    #[serde(default)]
+    pub address: String,
+    /// Topic.
+    #[serde(default)]
+    pub topic: String,
+    /// QoS 0, 1 or 2.
+    #[serde(default)]
+    pub qos: i32,
+    /// Retained flag.
+    #[serde(default)]
+    pub retained: bool,
+}
+
+/// `pushMethod.otel`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushMethodOtel {
+    /// OTLP/HTTP metrics URL.
+    #[serde(default, rename = "endpointURL")]
+    pub endpoint_url: String,
+}
+
+/// `pushMethod.dbMethod`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DbMethod {
+    /// InfluxDB v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influxdb2: Option<DbMethodInfluxdb2>,
+    /// Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<DbMethodRedis>,
+    /// TDengine (note the capitalised key upstream).
+    #[serde(default, rename = "TDEngine", skip_serializing_if = "Option::is_none")]
+    pub tdengine: Option<DbMethodTdEngine>,
+    /// MySQL (v1.17+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<DbMethodMySql>,
+}
+
+/// `dbMethod.influxdb2`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DbMethodInfluxdb2 {
+    /// Server settings.
+    #[serde(default, rename = "influxdb2ClientConfig")]
+    pub client_config: Influxdb2ClientConfig,
+    /// Point layout.
+    #[serde(default, rename = "influxdb2DataConfig")]
+    pub data_config: Influxdb2DataConfig,
+}
+
+/// `influxdb2ClientConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Influxdb2ClientConfig {
+    /// Server URL.
+    #[serde(default)]
+    pub url: String,
+    /// Organisation.
+    #[serde(default)]
+    pub org: String,
+    /// Bucket.
+    #[serde(default)]
+    pub bucket: String,
+}
+
+/// `influxdb2DataConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Influxdb2DataConfig {
+    /// Measurement name.
+    #[serde(default)]
+    pub measurement: String,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag: BTreeMap<String, String>,
+    /// Field key.
+    #[serde(default)]
+    pub field_key: String,
+}
+
+/// `dbMethod.redis`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DbMethodRedis {
+    /// Client settings.
+    #[serde(default)]
+    pub redis_client_config: RedisClientConfig,
+}
+
+/// `redisClientConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisClientConfig {
+    /// `host:port`.
+    #[serde(default)]
+    pub addr: String,
+    /// Database number.
+    #[serde(default)]
+    pub db: i32,
+    /// Pool size.
+    #[serde(default)]
+    pub poolsize: i32,
+    /// Minimum idle connections.
+    #[serde(default)]
+    pub min_idle_conns: i32,
+}
+
+/// `dbMethod.TDEngine`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbMethodTdEngine {
+    /// Client settings.
+    #[serde(default, rename = "TDEngineClientConfig")]
+    pub client_config: TdEngineClientConfig,
+}
+
+/// `TDEngineClientConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TdEngineClientConfig {
+    /// `host:port`.
+    #[serde(default)]
+    pub addr: String,
+    /// Database name.
+    #[serde(default)]
+    pub db_name: String,
+}
+
+/// `dbMethod.mysql`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DbMethodMySql {
+    /// Client settings.
+    #[serde(default)]
+    pub mysql_client_config: MySqlClientConfig,
+}
+
+/// `mysqlClientConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MySqlClientConfig {
+    /// `host:port`.
+    #[serde(default)]
+    pub addr: String,
+    /// Database name.
+    #[serde(default)]
+    pub database: String,
+    /// User name (the password comes from the environment).
+    #[serde(default)]
+    pub user_name: String,
+}
+
+/// `spec.methods[]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceMethod {
+    /// Method name.
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Properties the method may write.
+    #[serde(default)]
+    pub property_names: Vec<String>,
+}
+
+/// `spec.stateReport` (v1.23+).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateReport {
+    /// Whether the mapper reports the device state.
+    #[serde(default)]
+    pub report_to_cloud: bool,
+    /// State report cycle, milliseconds.
+    #[serde(default)]
+    pub report_cycle: i64,
+}
+
+/// `Device.status` (pre-v1.23 shape: twins, state and lastOnlineTime in the Device).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    /// Twin values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub twins: Vec<Twin>,
+    /// Device state (`online`, `offline`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Last time the device was online, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_online_time: Option<String>,
+    /// Legacy state-report switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_to_cloud: Option<bool>,
+    /// Legacy state-report cycle, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_cycle: Option<i64>,
+}
+
+/// One twin in a status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Twin {
+    /// Property name.
+    pub property_name: String,
+    /// Last reported value.
+    #[serde(default)]
+    pub reported: TwinProperty,
+    /// Desired value the mapper has seen.
+    #[serde(default)]
+    pub observed_desired: TwinProperty,
+}
+
+/// A `DeviceModel`: the property schema shared by devices of one kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceModel {
+    /// `devices.kubeedge.io/v1beta1`.
+    pub api_version: String,
+    /// `DeviceModel`.
+    pub kind: String,
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The model.
+    #[serde(default)]
+    pub spec: DeviceModelSpec,
+}
+
+/// `DeviceModel.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceModelSpec {
+    /// Protocol; model RPCs go to the mappers registered for it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    /// Properties.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<ModelProperty>,
+    /// Default protocol configData for devices of this model (v1.22+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_config_data: Option<FreeForm>,
+}
+
+/// `DeviceModel.spec.properties[]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelProperty {
+    /// Property name.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// `INT`, `FLOAT`, `DOUBLE`, `STRING`, `BOOLEAN`, `BYTES` or `STREAM`.
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    /// `ReadWrite` or `ReadOnly`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_mode: String,
+    /// Lower bound, as text.
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "scalar_as_string"
+    )]
+    pub minimum: String,
+    /// Upper bound, as text.
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "scalar_as_string"
+    )]
+    pub maximum: String,
+    /// Unit.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
+    /// Default visitor for devices of this model (v1.22+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitors: Option<VisitorConfig>,
+}
+
+/// The property types of the CRD enum.
+pub const PROPERTY_TYPES: [&str; 7] = [
+    "INT", "FLOAT", "DOUBLE", "STRING", "BOOLEAN", "BYTES", "STREAM",
+];
+/// The access modes of the CRD enum.
+pub const ACCESS_MODES: [&str; 2] = ["ReadWrite", "ReadOnly"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &str = r#"
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: beta1-model
+  namespace: default
+spec:
+  properties:
+    - name: temp
+      description: beta1-model
+      type: INT
+      accessMode: ReadWrite
+      maximum: "100"
+      minimum: "1"
+      unit: "Celsius"
+  protocol: modbus
+"#;
+
+    const DEVICE: &str = r#"
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: beta1-device
+spec:
+  deviceModelRef:
+    name: beta1-model
+  nodeName: worker-node1
+  properties:
+    - name: temp
+      collectCycle: 2000
+      reportCycle: 2000
+      desired:
+        value: "30"
+      reportToCloud: true
+      pushMethod:
+        mqtt:
+          address: tcp://127.0.0.1:1883
+          topic: temp
+          qos: 0
+          retained: false
+        dbMethod:
+          influxdb2:
+            influxdb2ClientConfig:
+              url: http://127.0.0.1:8086
+              org: test-org
+              bucket: test-bucket
+            influxdb2DataConfig:
+              measurement: stat
+              tag:
+                unit: temperature
+              fieldKey: devicetest
+      visitors:
+        protocolName: modbus
+        configData:
+          register: "HoldingRegister"
+          offset: 2
+          limit: 1
+          scale: 1
+          isSwap: true
+          isRegisterSwap: true
+  protocol:
+    protocolName: modbus
+    configData:
+      ip: 172.17.0.3
+      port: 1502
+"#;
+
+    #[test]
+    fn kubeedge_examples_parse() {
+        let m: DeviceModel = yaml_serde::from_str(MODEL).unwrap();
+        assert_eq!(m.spec.protocol, "modbus");
+        assert_eq!(m.spec.properties[0].maximum, "100");
+        let d: Device = yaml_serde::from_str(DEVICE).unwrap();
+        assert_eq!(d.metadata.namespace_or_default(), "default");
+        assert_eq!(d.spec.model_name(), Some("beta1-model"));
+        assert_eq!(d.spec.protocol_name(), Some("modbus"));
+        let p = &d.spec.properties[0];
+        assert_eq!(p.desired.as_ref().unwrap().value, "30");
+        let db = p.push_method.as_ref().unwrap().db_method.as_ref().unwrap();
+        assert_eq!(
+            db.influxdb2.as_ref().unwrap().data_config.field_key,
+            "devicetest"
+        );
+        assert_eq!(
+            p.visitors.as_ref().unwrap().config_data.as_ref().unwrap()["offset"],
+            2
+        );
+        // Round trip through JSON keeps everything.
+        let again: Device = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(again, d);
+    }
+
+    #[test]
+    fn misspelt_field_is_an_error_naming_it() {
+        let bad = DEVICE.replace("collectCycle", "collectCyle");
+        let err = yaml_serde::from_str::<Device>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("collectCyle"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn numeric_desired_value_is_kept_as_text() {
+        let d: Device =
+            yaml_serde::from_str(&DEVICE.replace("value: \"30\"", "value: 30")).unwrap();
+        assert_eq!(d.spec.properties[0].desired.as_ref().unwrap().value, "30");
+    }
+}

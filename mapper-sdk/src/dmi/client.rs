@@ -1,0 +1,156 @@
+//! Registration with EdgeCore and the report sender.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmi_proto::v1beta1 as pb;
+use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
+use futures::StreamExt;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::driver::Driver;
+use crate::report::Upstream;
+use crate::runtime::Panel;
+
+/// Reports in flight at once on the shared channel.
+const REPORT_CONCURRENCY: usize = 32;
+/// How often the EdgeCore socket file is checked for a restart.
+const SOCKET_POLL: Duration = Duration::from_secs(1);
+
+type Client = DeviceManagerServiceClient<Channel>;
+
+fn is_connection_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    )
+}
+
+/// Sends queued reports until shutdown. A connection failure asks the
+/// registration loop to register again (EdgeCore may have restarted).
+pub(crate) async fn report_loop(
+    client: Client,
+    rx: mpsc::Receiver<Upstream>,
+    reregister: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let send_all = tokio_stream_like(rx).for_each_concurrent(REPORT_CONCURRENCY, |msg| {
+        let mut client = client.clone();
+        let reregister = reregister.clone();
+        async move {
+            let (what, res) = match msg {
+                Upstream::Status(r) => {
+                    let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
+                    (what, client.report_device_status(r).await.map(|_| ()))
+                }
+                Upstream::State(r) => {
+                    let what = format!("state of {}/{}", r.device_namespace, r.device_name);
+                    (what, client.report_device_states(r).await.map(|_| ()))
+                }
+            };
+            if let Err(status) = res {
+                if is_connection_error(status.code()) {
+                    tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
+                    reregister.notify_one();
+                } else {
+                    tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
+                }
+            }
+        }
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = send_all => {}
+    }
+}
+
+fn tokio_stream_like<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Identity of the socket file, to notice an EdgeCore restart (a new socket).
+async fn socket_identity(path: &PathBuf) -> Option<(u64, u64)> {
+    tokio::fs::metadata(path)
+        .await
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Registers with EdgeCore (with backoff until it answers), applies the devices
+/// and models it returns, then waits for a reason to register again: the
+/// EdgeCore socket was replaced, or reports started failing.
+pub(crate) async fn register_loop<D: Driver>(
+    mut client: Client,
+    info: pb::MapperInfo,
+    edgecore_sock: PathBuf,
+    panel: Arc<Panel<D>>,
+    reregister: Arc<Notify>,
+    backoff: (Duration, Duration),
+    shutdown: CancellationToken,
+) {
+    let mut delay = backoff.0;
+    loop {
+        let ident = socket_identity(&edgecore_sock).await;
+        let req = pb::MapperRegisterRequest {
+            with_data: true,
+            mapper: Some(info.clone()),
+        };
+        let res = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = client.mapper_register(req) => r,
+        };
+        match res {
+            Ok(resp) => {
+                delay = backoff.0;
+                let resp = resp.into_inner();
+                tracing::info!(
+                    edgecore = %edgecore_sock.display(),
+                    devices = resp.device_list.len(),
+                    models = resp.model_list.len(),
+                    "registered with EdgeCore"
+                );
+                for e in panel.sync(&resp.model_list, &resp.device_list) {
+                    tracing::error!(error = %e, "device or model from EdgeCore not usable");
+                }
+            }
+            Err(status) => {
+                tracing::warn!(
+                    edgecore = %edgecore_sock.display(), code = ?status.code(), error = %status.message(),
+                    retry_in = ?delay, "registration failed"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(backoff.1);
+                continue;
+            }
+        }
+        // Registered: wait for a reason to register again.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = reregister.notified() => {
+                    tracing::info!("reports failing; registering again once EdgeCore answers");
+                    // Let the connection settle before the first attempt.
+                    tokio::time::sleep(backoff.0).await;
+                    break;
+                }
+                _ = tokio::time::sleep(SOCKET_POLL) => {
+                    let now = socket_identity(&edgecore_sock).await;
+                    if now.is_some() && now != ident {
+                        tracing::info!(edgecore = %edgecore_sock.display(), "EdgeCore socket replaced; registering again");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

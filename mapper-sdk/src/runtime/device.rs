@@ -1,0 +1,558 @@
+//! The task that runs one device: connect with backoff, collect on each
+//! property's cycle, report twins and state, apply desired values.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dmi_proto::v1beta1 as pb;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::snapshot::{DesiredOutcome, DeviceSnapshot};
+use crate::config::RuntimeConfig;
+use crate::device::{DeviceModel, DeviceSpec, ModelProperty};
+use crate::driver::{DeviceState, Driver};
+use crate::error::DriverError;
+use crate::report::{Reporter, Upstream};
+use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
+
+/// Everything a device task needs besides its driver type.
+#[derive(Debug)]
+pub(crate) struct DeviceCtx {
+    pub(crate) spec: Arc<DeviceSpec>,
+    pub(crate) model: Arc<DeviceModel>,
+    pub(crate) runtime: RuntimeConfig,
+    pub(crate) reporter: Reporter,
+    pub(crate) snapshot: Arc<Mutex<DeviceSnapshot>>,
+}
+
+struct Prop<A> {
+    name: String,
+    model: Option<ModelProperty>,
+    addr: A,
+    cycle: Duration,
+    report: bool,
+    next_due: Instant,
+    desired: Option<String>,
+    outcome: DesiredOutcome,
+}
+
+impl<A> Prop<A> {
+    fn ty(&self) -> Option<PropertyType> {
+        self.model.as_ref().and_then(|m| m.ty)
+    }
+}
+
+enum Exit {
+    Shutdown,
+    LinkFailed(String),
+}
+
+fn now_ms() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().to_string())
+        .unwrap_or_default()
+}
+
+fn lock(s: &Mutex<DeviceSnapshot>) -> std::sync::MutexGuard<'_, DeviceSnapshot> {
+    // A poisoned snapshot only means a reader panicked; the data is still usable.
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct DeviceTask<D: Driver> {
+    ctx: DeviceCtx,
+    props: Vec<Prop<D::Address>>,
+    state: DeviceState,
+    state_next: Option<Instant>,
+}
+
+/// Runs one device until `shutdown`. Never returns an error: every failure is
+/// logged, visible in the snapshot and retried where retrying can help.
+pub(crate) async fn run_device<D: Driver>(
+    ctx: DeviceCtx,
+    mut desired_rx: watch::Receiver<Arc<DeviceSpec>>,
+    shutdown: CancellationToken,
+) {
+    let id = ctx.spec.id.clone();
+    let cfg: D::Config =
+        match serde_json::from_value(serde_json::Value::Object(ctx.spec.protocol_config.clone())) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("bad protocol configData: {e}");
+                tracing::error!(device = %id, "{msg}");
+                let mut task = DeviceTask::<D> {
+                    props: Vec::new(),
+                    state: DeviceState::Unknown,
+                    state_next: None,
+                    ctx,
+                };
+                task.set_error(Some(msg));
+                task.set_state(DeviceState::Unhealthy);
+                shutdown.cancelled().await;
+                return;
+            }
+        };
+    let mut task = DeviceTask::<D>::new(ctx);
+    let mut backoff = Backoff::new(task.ctx.runtime.backoff_min, task.ctx.runtime.backoff_max);
+    loop {
+        let driver = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = timeout(task.ctx.runtime.io_timeout, D::connect(&cfg)) => r,
+        };
+        let err = match driver {
+            Ok(Ok(driver)) => {
+                backoff.reset();
+                task.set_error(None);
+                tracing::info!(device = %id, "connected");
+                task.set_state(DeviceState::Online);
+                let exit = task
+                    .run_connected(&driver, &mut desired_rx, &shutdown)
+                    .await;
+                driver.disconnect().await;
+                match exit {
+                    Exit::Shutdown => return,
+                    Exit::LinkFailed(e) => e,
+                }
+            }
+            Ok(Err(DriverError::Config(e))) => {
+                let msg = format!("bad protocol configData: {e}");
+                tracing::error!(device = %id, "{msg}");
+                task.set_error(Some(msg));
+                task.set_state(DeviceState::Unhealthy);
+                shutdown.cancelled().await;
+                return;
+            }
+            Ok(Err(e)) => format!("connect failed: {e}"),
+            Err(_) => format!("connect timed out after {:?}", task.ctx.runtime.io_timeout),
+        };
+        let delay = backoff.next_delay();
+        tracing::warn!(device = %id, retry_in = ?delay, "{err}");
+        task.set_error(Some(err));
+        task.set_state(DeviceState::Offline);
+        // Keep taking desired values while offline; they are written after reconnect.
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sleep_until(until) => break,
+                changed = desired_rx.changed() => {
+                    if changed.is_err() { return; }
+                    let spec = desired_rx.borrow_and_update().clone();
+                    task.take_desired(&spec);
+                }
+            }
+        }
+    }
+}
+
+impl<D: Driver> DeviceTask<D> {
+    fn new(ctx: DeviceCtx) -> Self {
+        let now = Instant::now();
+        let mut props = Vec::new();
+        for p in &ctx.spec.properties {
+            let model = ctx.model.properties.get(&p.name).cloned();
+            if model.is_none() {
+                tracing::warn!(device = %ctx.spec.id, property = %p.name, model = %ctx.model.id,
+                    "property is not in the model; it is read and reported as text, desired values are rejected");
+            }
+            if model.as_ref().and_then(|m| m.ty) == Some(PropertyType::Stream) {
+                tracing::info!(device = %ctx.spec.id, property = %p.name, "STREAM property is not collected as a twin");
+                continue;
+            }
+            match serde_json::from_value::<D::Address>(serde_json::Value::Object(p.visitor.clone()))
+            {
+                Ok(addr) => props.push(Prop {
+                    name: p.name.clone(),
+                    model,
+                    addr,
+                    cycle: p.collect_cycle,
+                    report: p.report_to_cloud,
+                    next_due: now,
+                    desired: p.desired.clone(),
+                    outcome: DesiredOutcome::Pending,
+                }),
+                Err(e) => {
+                    let msg = format!("bad visitor configData: {e}");
+                    tracing::error!(device = %ctx.spec.id, property = %p.name, "{msg}; property skipped");
+                    lock(&ctx.snapshot)
+                        .properties
+                        .entry(p.name.clone())
+                        .or_default()
+                        .error = Some(msg);
+                }
+            }
+        }
+        let state_next = ctx.spec.state_report.map(|c| now + c);
+        {
+            let mut snap = lock(&ctx.snapshot);
+            for p in &props {
+                let e = snap.properties.entry(p.name.clone()).or_default();
+                e.desired = p.desired.clone().map(|d| (d, DesiredOutcome::Pending));
+            }
+        }
+        Self {
+            ctx,
+            props,
+            state: DeviceState::Unknown,
+            state_next,
+        }
+    }
+
+    fn set_error(&mut self, e: Option<String>) {
+        lock(&self.ctx.snapshot).error = e;
+    }
+
+    /// Records a state; a change is reported at once, the rest on the state cycle.
+    fn set_state(&mut self, s: DeviceState) {
+        let changed = s != self.state;
+        self.state = s;
+        lock(&self.ctx.snapshot).state = s;
+        if changed {
+            tracing::info!(device = %self.ctx.spec.id, state = s.as_str(), "device state");
+            self.send_state();
+        }
+    }
+
+    fn send_state(&self) {
+        self.ctx
+            .reporter
+            .send(Upstream::State(pb::ReportDeviceStatesRequest {
+                device_name: self.ctx.spec.id.name.clone(),
+                device_namespace: self.ctx.spec.id.namespace.clone(),
+                state: self.state.as_str().to_owned(),
+            }));
+    }
+
+    /// Takes the desired values of an updated spec (only desired values changed).
+    fn take_desired(&mut self, spec: &DeviceSpec) {
+        let by_name: HashMap<&str, &Option<String>> = spec
+            .properties
+            .iter()
+            .map(|p| (p.name.as_str(), &p.desired))
+            .collect();
+        let mut snap = lock(&self.ctx.snapshot);
+        for p in &mut self.props {
+            let new = by_name
+                .get(p.name.as_str())
+                .map(|d| (*d).clone())
+                .unwrap_or_default();
+            if new != p.desired {
+                tracing::info!(device = %self.ctx.spec.id, property = %p.name, desired = ?new, "desired value changed");
+                p.desired = new;
+                p.outcome = DesiredOutcome::Pending;
+                snap.properties.entry(p.name.clone()).or_default().desired =
+                    p.desired.clone().map(|d| (d, DesiredOutcome::Pending));
+            }
+        }
+    }
+
+    async fn run_connected(
+        &mut self,
+        driver: &D,
+        desired_rx: &mut watch::Receiver<Arc<DeviceSpec>>,
+        shutdown: &CancellationToken,
+    ) -> Exit {
+        if let Err(e) = self.apply_desired(driver).await {
+            return Exit::LinkFailed(e);
+        }
+        loop {
+            let next_collect = self.props.iter().map(|p| p.next_due).min();
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Exit::Shutdown,
+                changed = desired_rx.changed() => {
+                    if changed.is_err() { return Exit::Shutdown; }
+                    let spec = desired_rx.borrow_and_update().clone();
+                    self.take_desired(&spec);
+                    if let Err(e) = self.apply_desired(driver).await {
+                        return Exit::LinkFailed(e);
+                    }
+                }
+                _ = sleep_until(next_collect.unwrap_or(far)), if next_collect.is_some() => {
+                    if let Err(e) = self.collect(driver).await {
+                        return Exit::LinkFailed(e);
+                    }
+                }
+                _ = sleep_until(self.state_next.unwrap_or(far)), if self.state_next.is_some() => {
+                    let s = driver.state().await;
+                    if s != DeviceState::Online {
+                        self.set_state(s);
+                    }
+                    self.send_state();
+                    if let (Some(next), Some(c)) = (self.state_next.as_mut(), self.ctx.spec.state_report) {
+                        *next += c;
+                        if *next < Instant::now() { *next = Instant::now() + c; }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Validates and writes every pending desired value. Returns a link failure.
+    async fn apply_desired(&mut self, driver: &D) -> Result<(), String> {
+        let io_timeout = self.ctx.runtime.io_timeout;
+        for i in 0..self.props.len() {
+            let p = &self.props[i];
+            let (Some(desired), DesiredOutcome::Pending) = (p.desired.clone(), &p.outcome) else {
+                continue;
+            };
+            let outcome = match validate_desired(p.model.as_ref(), &desired) {
+                Err(reason) => DesiredOutcome::Rejected(reason),
+                Ok(value) => match timeout(io_timeout, driver.write(&p.addr, &value)).await {
+                    Ok(Ok(())) => DesiredOutcome::Applied,
+                    Ok(Err(e)) if e.is_link_failure() => {
+                        return Err(format!("writing {}: {e}", p.name));
+                    }
+                    Ok(Err(e)) => DesiredOutcome::Rejected(e.to_string()),
+                    Err(_) => {
+                        return Err(format!("writing {} timed out after {io_timeout:?}", p.name));
+                    }
+                },
+            };
+            let p = &mut self.props[i];
+            match &outcome {
+                DesiredOutcome::Rejected(reason) => tracing::warn!(
+                    device = %self.ctx.spec.id, property = %p.name, desired = %desired, %reason, "desired value rejected"
+                ),
+                _ => {
+                    tracing::info!(device = %self.ctx.spec.id, property = %p.name, desired = %desired, "desired value written")
+                }
+            }
+            p.outcome = outcome.clone();
+            // Read it back on the next tick so reported converges quickly.
+            p.next_due = Instant::now();
+            lock(&self.ctx.snapshot)
+                .properties
+                .entry(p.name.clone())
+                .or_default()
+                .desired = Some((desired, outcome));
+        }
+        Ok(())
+    }
+
+    /// Reads every due property in one batch and reports their twins.
+    async fn collect(&mut self, driver: &D) -> Result<(), String> {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.props.len())
+            .filter(|&i| self.props[i].next_due <= now)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let addrs: Vec<&D::Address> = due.iter().map(|&i| &self.props[i].addr).collect();
+        let deadline = self
+            .ctx
+            .runtime
+            .io_timeout
+            .saturating_mul(due.len().min(8) as u32);
+        let results = match timeout(deadline, driver.read_batch(&addrs)).await {
+            Ok(r) if r.len() == due.len() => r,
+            Ok(r) => {
+                tracing::error!(device = %self.ctx.spec.id, expected = due.len(), got = r.len(), "driver returned the wrong number of results");
+                return Err("driver returned the wrong number of results".into());
+            }
+            Err(_) => return Err(format!("reads timed out after {deadline:?}")),
+        };
+        let ts = now_ms();
+        let read_at = SystemTime::now();
+        let mut twins = Vec::new();
+        let mut link_error = None;
+        let mut ok = 0usize;
+        {
+            let mut snap = lock(&self.ctx.snapshot);
+            for (&i, result) in due.iter().zip(results) {
+                let p = &mut self.props[i];
+                p.next_due = advance(p.next_due, p.cycle, now);
+                let entry = snap.properties.entry(p.name.clone()).or_default();
+                let value = result
+                    .map_err(|e| (e.is_link_failure(), e.to_string()))
+                    .and_then(|v| match p.ty() {
+                        Some(ty) => ty.coerce(v.clone()).ok_or_else(|| {
+                            (
+                                false,
+                                format!("read {v:?}, which is not a valid {}", ty.as_str()),
+                            )
+                        }),
+                        None => Ok(v),
+                    });
+                match value {
+                    Ok(v) => {
+                        ok += 1;
+                        let (text, changed) = sanitize_twin_value(&v.to_string());
+                        if changed {
+                            tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
+                        }
+                        entry.reported = Some(text.clone());
+                        entry.reported_at = Some(read_at);
+                        entry.error = None;
+                        if p.report {
+                            twins.push(twin(p, text, &ts));
+                        }
+                    }
+                    Err((link, e)) => {
+                        tracing::warn!(device = %self.ctx.spec.id, property = %p.name, error = %e, "read failed");
+                        entry.error = Some(e.clone());
+                        if link && link_error.is_none() {
+                            link_error = Some(format!("reading {}: {e}", p.name));
+                        }
+                    }
+                }
+            }
+        }
+        if !twins.is_empty() {
+            self.ctx
+                .reporter
+                .send(Upstream::Status(pb::ReportDeviceStatusRequest {
+                    device_name: self.ctx.spec.id.name.clone(),
+                    device_namespace: self.ctx.spec.id.namespace.clone(),
+                    reported_device: Some(pb::DeviceStatus {
+                        twins,
+                        report_to_cloud: self.ctx.spec.state_report.is_some(),
+                        report_cycle: self
+                            .ctx
+                            .spec
+                            .state_report
+                            .map(|c| c.as_millis() as i64)
+                            .unwrap_or_default(),
+                    }),
+                }));
+        }
+        if let Some(e) = link_error {
+            return Err(e);
+        }
+        self.set_state(if ok == 0 {
+            DeviceState::Unhealthy
+        } else {
+            DeviceState::Online
+        });
+        Ok(())
+    }
+}
+
+/// Next due time on a fixed grid; ticks missed while busy are skipped, not bunched.
+fn advance(due: Instant, cycle: Duration, now: Instant) -> Instant {
+    let next = due + cycle;
+    if next > now { next } else { now + cycle }
+}
+
+fn twin<A>(p: &Prop<A>, reported: String, ts: &str) -> pb::Twin {
+    let ty = p.ty().map(|t| t.as_str()).unwrap_or("string");
+    let meta = |extra: &[(&str, String)]| {
+        let mut m: HashMap<String, String> = [
+            ("timestamp".to_owned(), ts.to_owned()),
+            ("type".to_owned(), ty.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        for (k, v) in extra {
+            m.insert((*k).to_owned(), v.clone());
+        }
+        m
+    };
+    let (desired_text, desired_meta) = match &p.desired {
+        Some(d) => {
+            let mut extra = vec![("status", p.outcome.status().to_owned())];
+            if let DesiredOutcome::Rejected(reason) = &p.outcome {
+                extra.push(("reason", reason.clone()));
+            }
+            (sanitize_twin_value(d).0, meta(&extra))
+        }
+        None => (String::new(), meta(&[])),
+    };
+    pb::Twin {
+        property_name: p.name.clone(),
+        observed_desired: Some(pb::TwinProperty {
+            value: desired_text,
+            metadata: desired_meta,
+        }),
+        reported: Some(pb::TwinProperty {
+            value: reported,
+            metadata: meta(&[]),
+        }),
+    }
+}
+
+/// Checks a desired value against the model: known property, ReadWrite, parses as
+/// the type, within minimum/maximum.
+pub(crate) fn validate_desired(model: Option<&ModelProperty>, text: &str) -> Result<Value, String> {
+    let m = model.ok_or("property is not in the device model")?;
+    if m.access_mode != AccessMode::ReadWrite {
+        return Err("property is ReadOnly".into());
+    }
+    let ty =
+        m.ty.ok_or_else(|| format!("model type `{}` is unknown", m.type_text))?;
+    let v = ty.parse_value(text)?;
+    if let Some(x) = v.as_f64().filter(|_| {
+        matches!(
+            ty,
+            PropertyType::Int | PropertyType::Float | PropertyType::Double
+        )
+    }) {
+        if let Some(min) = m.minimum.filter(|min| x < *min) {
+            return Err(format!("{text} is below the minimum {min}"));
+        }
+        if let Some(max) = m.maximum.filter(|max| x > *max) {
+            return Err(format!("{text} is above the maximum {max}"));
+        }
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prop(ty: &str, access: AccessMode, min: Option<f64>, max: Option<f64>) -> ModelProperty {
+        ModelProperty {
+            name: "p".into(),
+            ty: PropertyType::parse(ty),
+            type_text: ty.into(),
+            access_mode: access,
+            minimum: min,
+            maximum: max,
+            unit: String::new(),
+        }
+    }
+
+    #[test]
+    fn desired_validation() {
+        let rw = prop("INT", AccessMode::ReadWrite, Some(0.0), Some(100.0));
+        assert_eq!(validate_desired(Some(&rw), "42"), Ok(Value::Int(42)));
+        assert_eq!(
+            validate_desired(Some(&rw), "150").unwrap_err(),
+            "150 is above the maximum 100"
+        );
+        assert_eq!(
+            validate_desired(Some(&rw), "-1").unwrap_err(),
+            "-1 is below the minimum 0"
+        );
+        assert_eq!(
+            validate_desired(Some(&rw), "abc").unwrap_err(),
+            "`abc` is not an integer"
+        );
+        let ro = prop("INT", AccessMode::ReadOnly, None, None);
+        assert_eq!(
+            validate_desired(Some(&ro), "1").unwrap_err(),
+            "property is ReadOnly"
+        );
+        assert_eq!(
+            validate_desired(None, "1").unwrap_err(),
+            "property is not in the device model"
+        );
+        let b = prop("BOOLEAN", AccessMode::ReadWrite, None, None);
+        assert_eq!(validate_desired(Some(&b), "on"), Ok(Value::Bool(true)));
+    }
+
+    #[test]
+    fn advance_skips_missed_ticks() {
+        let t0 = Instant::now();
+        let c = Duration::from_millis(100);
+        assert_eq!(advance(t0, c, t0), t0 + c);
+        let late = t0 + Duration::from_millis(350);
+        assert_eq!(advance(t0, c, late), late + c);
+    }
+}
