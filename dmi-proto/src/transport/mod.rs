@@ -60,6 +60,13 @@ impl UdsListener {
         &self.path
     }
 
+    /// The plain listener (for non-gRPC servers) and a guard that removes the
+    /// socket file when dropped.
+    pub fn into_listener(mut self) -> Option<(UnixListener, SocketFileGuard)> {
+        let listener = self.listener.take()?;
+        Some((listener, SocketFileGuard(std::mem::take(&mut self.path))))
+    }
+
     /// The connection stream for tonic, each connection wrapped in [`AuthorityShim`].
     /// The socket file is removed when the returned stream is dropped.
     pub fn incoming(
@@ -84,8 +91,9 @@ impl Drop for UdsListener {
     }
 }
 
+/// Removes a socket file when dropped.
 #[derive(Debug)]
-struct SocketFileGuard(PathBuf);
+pub struct SocketFileGuard(PathBuf);
 
 impl Drop for SocketFileGuard {
     fn drop(&mut self) {

@@ -1,0 +1,647 @@
+//! The node's device state: devices, models, mappers and twins, and what each
+//! mapper has been sent. All changes go through here; the dispatcher tasks make
+//! each mapper's devices match (level-triggered, so a mapper that was down, a
+//! restart or a burst of changes all converge the same way), and the persister
+//! writes changed records to the store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dmi_proto::config_data::NumberEncoding;
+use dmi_proto::v1beta1 as pb;
+use dmi_proto::v1beta1::device_mapper_service_client::DeviceMapperServiceClient;
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use crate::convert::{device_to_proto, model_to_proto};
+use crate::model::{
+    DeviceView, MapperRecord, MapperView, PropertyView, StatusView, StoredDevice, StoredModel,
+    TwinRecord, TwinState,
+};
+use crate::store::{Op, Table};
+
+/// `namespace/name`.
+pub type Key = String;
+
+/// Builds a key.
+pub fn key(namespace: &str, name: &str) -> Key {
+    let ns = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    format!("{ns}/{name}")
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+struct DeviceEntry {
+    stored: StoredDevice,
+    /// The DMI message, or why it cannot be built.
+    proto: Result<pb::Device, String>,
+    model_key: Option<Key>,
+}
+
+pub(crate) struct MapperLink {
+    pub(crate) record: MapperRecord,
+    pub(crate) client: DeviceMapperServiceClient<Channel>,
+    pub(crate) kick: Arc<Notify>,
+    sent_devices: HashMap<Key, pb::Device>,
+    sent_models: HashMap<Key, pb::DeviceModel>,
+    rejected: HashMap<Key, String>,
+    last_error: Option<String>,
+}
+
+/// One call a dispatcher makes to bring a mapper up to date.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    CreateModel(Key, pb::DeviceModel),
+    UpdateModel(Key, pb::DeviceModel),
+    RemoveModel(Key),
+    Register(Key, pb::Device),
+    Update(Key, pb::Device),
+    Remove(Key),
+}
+
+#[derive(Default)]
+struct State {
+    devices: BTreeMap<Key, DeviceEntry>,
+    models: BTreeMap<Key, StoredModel>,
+    twins: HashMap<Key, TwinState>,
+    mappers: BTreeMap<String, MapperLink>,
+    source_errors: Vec<String>,
+    dirty: HashSet<(Table, Key)>,
+}
+
+/// Why a report was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The device is not on this node.
+    #[error("device {0} is not known to this node")]
+    UnknownDevice(Key),
+}
+
+/// The node's device state. See the module docs.
+pub struct Hub {
+    state: Mutex<State>,
+    encoding: NumberEncoding,
+    persist_kick: Notify,
+    channel_opts: dmi_proto::transport::ChannelOptions,
+    on_new_mapper: Box<dyn Fn(&str, Arc<Notify>) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock();
+        f.debug_struct("Hub")
+            .field("devices", &s.devices.len())
+            .field("mappers", &s.mappers.len())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// A hub; `on_new_mapper(name, kick)` is called when a mapper link is created
+    /// (the caller spawns its dispatcher).
+    pub(crate) fn new(
+        encoding: NumberEncoding,
+        channel_opts: dmi_proto::transport::ChannelOptions,
+        on_new_mapper: Box<dyn Fn(&str, Arc<Notify>) + Send + Sync>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            encoding,
+            persist_kick: Notify::new(),
+            channel_opts,
+            on_new_mapper,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads what the store held, before the device source's first scan.
+    pub(crate) fn restore(
+        &self,
+        devices: Vec<StoredDevice>,
+        models: Vec<StoredModel>,
+        mappers: Vec<MapperRecord>,
+        twins: Vec<(Key, TwinState)>,
+    ) {
+        {
+            let mut st = self.lock();
+            for m in models {
+                st.models.insert(
+                    key(m.crd.metadata.namespace_or_default(), &m.crd.metadata.name),
+                    m,
+                );
+            }
+            for d in devices {
+                let k = key(d.crd.metadata.namespace_or_default(), &d.crd.metadata.name);
+                let entry = self.entry(&st, d);
+                st.devices.insert(k, entry);
+            }
+            st.twins.extend(twins);
+        }
+        for m in mappers {
+            tracing::info!(mapper = %m.name, protocol = %m.protocol, address = %m.address, "re-dialing known mapper");
+            self.upsert_link(m, false);
+        }
+    }
+
+    fn entry(&self, st: &State, stored: StoredDevice) -> DeviceEntry {
+        let model_key = stored
+            .crd
+            .spec
+            .model_name()
+            .map(|m| key(stored.crd.metadata.namespace_or_default(), m));
+        let model = model_key
+            .as_ref()
+            .and_then(|k| st.models.get(k))
+            .map(|m| &m.crd);
+        let proto = match (&model_key, model) {
+            (None, _) => Err("spec.deviceModelRef.name is empty".to_owned()),
+            (Some(mk), None) => Err(format!("model {mk} not found")),
+            (Some(_), Some(m)) => {
+                device_to_proto(&stored.crd, Some(m), self.encoding).map_err(|e| e.to_string())
+            }
+        }
+        .and_then(|p| {
+            let proto_name = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.protocol.as_ref())
+                .map(|p| p.protocol_name.as_str());
+            if proto_name.unwrap_or_default().is_empty() {
+                Err(
+                    "device has no spec.protocol.protocolName (and its model no spec.protocol)"
+                        .to_owned(),
+                )
+            } else {
+                Ok(p)
+            }
+        });
+        DeviceEntry {
+            stored,
+            proto,
+            model_key,
+        }
+    }
+
+    /// Replaces all devices and models with a source's complete view. Unchanged
+    /// objects are left alone; changes reach mappers through the dispatchers.
+    pub(crate) fn apply_snapshot(
+        &self,
+        devices: Vec<StoredDevice>,
+        models: Vec<StoredModel>,
+        errors: Vec<String>,
+    ) {
+        let mut st = self.lock();
+        st.source_errors = errors;
+        let new_models: BTreeMap<Key, StoredModel> = models
+            .into_iter()
+            .map(|m| {
+                (
+                    key(m.crd.metadata.namespace_or_default(), &m.crd.metadata.name),
+                    m,
+                )
+            })
+            .collect();
+        let mut changed_models = HashSet::new();
+        for (k, m) in &new_models {
+            if st.models.get(k).map(|o| &o.crd) != Some(&m.crd) {
+                tracing::info!(model = %k, origin = %m.origin, "model {}", if st.models.contains_key(k) { "changed" } else { "added" });
+                changed_models.insert(k.clone());
+                st.dirty.insert((Table::Models, k.clone()));
+            }
+        }
+        let removed_models: Vec<Key> = st
+            .models
+            .keys()
+            .filter(|k| !new_models.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in &removed_models {
+            tracing::info!(model = %k, "model removed");
+            changed_models.insert(k.clone());
+            st.dirty.insert((Table::Models, k.clone()));
+        }
+        st.models = new_models;
+
+        let new_devices: BTreeMap<Key, StoredDevice> = devices
+            .into_iter()
+            .map(|d| {
+                (
+                    key(d.crd.metadata.namespace_or_default(), &d.crd.metadata.name),
+                    d,
+                )
+            })
+            .collect();
+        let removed: Vec<Key> = st
+            .devices
+            .keys()
+            .filter(|k| !new_devices.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in removed {
+            tracing::info!(device = %k, "device removed");
+            st.devices.remove(&k);
+            st.twins.remove(&k);
+            st.dirty.insert((Table::Devices, k.clone()));
+            st.dirty.insert((Table::Twins, k));
+        }
+        for (k, d) in new_devices {
+            let same = st.devices.get(&k).is_some_and(|o| o.stored.crd == d.crd);
+            let model_changed = st
+                .devices
+                .get(&k)
+                .and_then(|o| o.model_key.as_ref())
+                .is_some_and(|mk| changed_models.contains(mk));
+            if same && !model_changed {
+                continue;
+            }
+            if !same {
+                tracing::info!(device = %k, origin = %d.origin, "device {}", if st.devices.contains_key(&k) { "changed" } else { "added" });
+                st.dirty.insert((Table::Devices, k.clone()));
+            }
+            let entry = self.entry(&st, d);
+            if let Err(e) = &entry.proto {
+                tracing::error!(device = %k, origin = %entry.stored.origin, "device cannot be dispatched: {e}");
+            }
+            st.devices.insert(k, entry);
+        }
+        // Devices whose model appeared or changed get rebuilt too.
+        let rebuild: Vec<Key> = st
+            .devices
+            .iter()
+            .filter(|(_, e)| {
+                e.model_key
+                    .as_ref()
+                    .is_some_and(|mk| changed_models.contains(mk))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in rebuild {
+            if let Some(old) = st.devices.remove(&k) {
+                let entry = self.entry(&st, old.stored);
+                st.devices.insert(k, entry);
+            }
+        }
+        for link in st.mappers.values() {
+            link.kick.notify_one();
+        }
+        drop(st);
+        self.persist_kick.notify_one();
+    }
+
+    fn protocol_of(e: &DeviceEntry) -> Option<&str> {
+        e.proto
+            .as_ref()
+            .ok()?
+            .spec
+            .as_ref()?
+            .protocol
+            .as_ref()
+            .map(|p| p.protocol_name.as_str())
+    }
+
+    /// The devices (with models) a mapper of `protocol` should have.
+    fn desired_for(st: &State, protocol: &str) -> Vec<(Key, pb::Device, Key, pb::DeviceModel)> {
+        st.devices
+            .iter()
+            .filter(|(_, e)| Self::protocol_of(e) == Some(protocol))
+            .filter_map(|(k, e)| {
+                let mk = e.model_key.clone()?;
+                let model = st.models.get(&mk)?;
+                Some((
+                    k.clone(),
+                    e.proto.as_ref().ok()?.clone(),
+                    mk,
+                    model_to_proto(&model.crd),
+                ))
+            })
+            .collect()
+    }
+
+    fn upsert_link(&self, record: MapperRecord, registered: bool) -> Arc<Notify> {
+        let mut st = self.lock();
+        if let Some(link) = st.mappers.get_mut(&record.name) {
+            if link.record.address != record.address {
+                link.client = DeviceMapperServiceClient::new(dmi_proto::transport::channel(
+                    &record.address,
+                    self.channel_opts,
+                ));
+                link.sent_devices.clear();
+                link.sent_models.clear();
+            }
+            link.record = record.clone();
+            link.last_error = None;
+            let kick = link.kick.clone();
+            st.dirty.insert((Table::Mappers, record.name));
+            return kick;
+        }
+        let kick = Arc::new(Notify::new());
+        let name = record.name.clone();
+        let link = MapperLink {
+            client: DeviceMapperServiceClient::new(dmi_proto::transport::channel(
+                &record.address,
+                self.channel_opts,
+            )),
+            record,
+            kick: kick.clone(),
+            sent_devices: HashMap::new(),
+            sent_models: HashMap::new(),
+            rejected: HashMap::new(),
+            last_error: None,
+        };
+        st.mappers.insert(name.clone(), link);
+        if registered {
+            st.dirty.insert((Table::Mappers, name.clone()));
+        }
+        drop(st);
+        (self.on_new_mapper)(&name, kick.clone());
+        kick.notify_one();
+        kick
+    }
+
+    /// Registers a mapper; returns its devices and their models (each model once),
+    /// which count as delivered.
+    pub(crate) fn register_mapper(
+        &self,
+        record: MapperRecord,
+        with_data: bool,
+    ) -> (Vec<pb::DeviceModel>, Vec<pb::Device>) {
+        let protocol = record.protocol.clone();
+        let name = record.name.clone();
+        let kick = self.upsert_link(record, true);
+        let mut st = self.lock();
+        let desired = Self::desired_for(&st, &protocol);
+        let mut models = Vec::new();
+        let mut devices = Vec::new();
+        if let Some(link) = st.mappers.get_mut(&name) {
+            link.sent_devices.clear();
+            link.sent_models.clear();
+            link.rejected.clear();
+            if with_data {
+                for (k, d, mk, m) in desired {
+                    if !link.sent_models.contains_key(&mk) {
+                        link.sent_models.insert(mk, m.clone());
+                        models.push(m);
+                    }
+                    link.sent_devices.insert(k, d.clone());
+                    devices.push(d);
+                }
+            }
+        }
+        drop(st);
+        kick.notify_one();
+        self.persist_kick.notify_one();
+        (models, devices)
+    }
+
+    /// The calls that bring mapper `name` up to date.
+    pub(crate) fn plan(&self, name: &str) -> Vec<Action> {
+        let st = self.lock();
+        let Some(link) = st.mappers.get(name) else {
+            return Vec::new();
+        };
+        let desired = Self::desired_for(&st, &link.record.protocol);
+        let mut actions = Vec::new();
+        let mut planned_models = HashSet::new();
+        let mut keep = HashSet::new();
+        for (k, d, mk, m) in desired {
+            if planned_models.insert(mk.clone()) {
+                match link.sent_models.get(&mk) {
+                    None => actions.push(Action::CreateModel(mk.clone(), m)),
+                    Some(old) if *old != m => actions.push(Action::UpdateModel(mk.clone(), m)),
+                    Some(_) => {}
+                }
+            }
+            match link.sent_devices.get(&k) {
+                None => actions.push(Action::Register(k.clone(), d)),
+                Some(old) if *old != d => actions.push(Action::Update(k.clone(), d)),
+                Some(_) => {}
+            }
+            keep.insert(k);
+        }
+        for k in link.sent_devices.keys().filter(|k| !keep.contains(*k)) {
+            actions.push(Action::Remove(k.clone()));
+        }
+        for k in link
+            .sent_models
+            .keys()
+            .filter(|k| !planned_models.contains(*k) && !st.models.contains_key(*k))
+        {
+            actions.push(Action::RemoveModel(k.clone()));
+        }
+        actions
+    }
+
+    /// Records the outcome of an action. `refusal` is the mapper's message when it
+    /// refused; the device is then not retried until it changes.
+    pub(crate) fn action_done(&self, name: &str, action: &Action, refusal: Option<String>) {
+        let mut st = self.lock();
+        let Some(link) = st.mappers.get_mut(name) else {
+            return;
+        };
+        link.last_error = None;
+        match action {
+            Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
+                link.sent_models.insert(k.clone(), m.clone());
+            }
+            Action::RemoveModel(k) => {
+                link.sent_models.remove(k);
+            }
+            Action::Register(k, d) | Action::Update(k, d) => {
+                link.sent_devices.insert(k.clone(), d.clone());
+                match refusal {
+                    Some(r) => {
+                        link.rejected.insert(k.clone(), r);
+                    }
+                    None => {
+                        link.rejected.remove(k);
+                    }
+                }
+            }
+            Action::Remove(k) => {
+                link.sent_devices.remove(k);
+                link.rejected.remove(k);
+            }
+        }
+    }
+
+    /// Records that mapper `name` could not be reached.
+    pub(crate) fn mapper_unreachable(&self, name: &str, error: String) {
+        if let Some(link) = self.lock().mappers.get_mut(name) {
+            link.last_error = Some(error);
+        }
+    }
+
+    /// The client of mapper `name`.
+    pub(crate) fn client(&self, name: &str) -> Option<DeviceMapperServiceClient<Channel>> {
+        self.lock().mappers.get(name).map(|l| l.client.clone())
+    }
+
+    /// Stores reported twins.
+    pub(crate) fn report_twins(&self, k: Key, twins: Vec<pb::Twin>) -> Result<(), ReportError> {
+        let mut st = self.lock();
+        if !st.devices.contains_key(&k) {
+            return Err(ReportError::UnknownDevice(k));
+        }
+        let now = now_ms();
+        let state = st.twins.entry(k.clone()).or_default();
+        for t in twins {
+            let reported = t.reported.unwrap_or_default();
+            let desired = t.observed_desired.unwrap_or_default();
+            state.twins.insert(
+                t.property_name,
+                TwinRecord {
+                    reported: reported.value,
+                    reported_meta: reported.metadata.into_iter().collect(),
+                    observed_desired: desired.value,
+                    desired_meta: desired.metadata.into_iter().collect(),
+                    updated_ms: now,
+                },
+            );
+        }
+        st.dirty.insert((Table::Twins, k));
+        Ok(())
+    }
+
+    /// Stores a reported state (already validated and lowercased).
+    pub(crate) fn report_state(&self, k: Key, state: String) -> Result<(), ReportError> {
+        let mut st = self.lock();
+        if !st.devices.contains_key(&k) {
+            return Err(ReportError::UnknownDevice(k));
+        }
+        let t = st.twins.entry(k.clone()).or_default();
+        // As stock EdgeCore: lastOnline is now for online/ok and cleared otherwise.
+        t.last_online = if state == "online" || state == "ok" {
+            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
+        } else {
+            None
+        };
+        t.state = Some(state);
+        t.state_ms = Some(now_ms());
+        st.dirty.insert((Table::Twins, k));
+        Ok(())
+    }
+
+    /// Waits until something needs persisting.
+    pub(crate) async fn persist_needed(&self) {
+        self.persist_kick.notified().await;
+    }
+
+    /// Takes the changed records as store operations.
+    pub(crate) fn take_dirty(&self) -> Vec<Op> {
+        let mut st = self.lock();
+        let dirty = std::mem::take(&mut st.dirty);
+        let mut ops = Vec::with_capacity(dirty.len());
+        for (table, k) in dirty {
+            let bytes = match table {
+                Table::Devices => st.devices.get(&k).map(|e| serde_json::to_vec(&e.stored)),
+                Table::Models => st.models.get(&k).map(serde_json::to_vec),
+                Table::Mappers => st.mappers.get(&k).map(|l| serde_json::to_vec(&l.record)),
+                Table::Twins => st.twins.get(&k).map(serde_json::to_vec),
+            };
+            match bytes {
+                Some(Ok(b)) => ops.push(Op::Put(table, k, b)),
+                Some(Err(e)) => tracing::error!(record = %k, error = %e, "cannot serialize record"),
+                None => ops.push(Op::Delete(table, k)),
+            }
+        }
+        ops
+    }
+
+    /// Everything, for the admin API and the CLI.
+    pub fn status(&self) -> StatusView {
+        let st = self.lock();
+        let now = now_ms();
+        let devices = st
+            .devices
+            .iter()
+            .map(|(k, e)| {
+                let crd = &e.stored.crd;
+                let protocol = Self::protocol_of(e)
+                    .map(str::to_owned)
+                    .or_else(|| crd.spec.protocol_name().map(str::to_owned))
+                    .unwrap_or_default();
+                let mappers: Vec<String> = st
+                    .mappers
+                    .values()
+                    .filter(|l| l.sent_devices.contains_key(k))
+                    .map(|l| l.record.name.clone())
+                    .collect();
+                let mut errors = Vec::new();
+                if let Err(err) = &e.proto {
+                    errors.push(err.clone());
+                } else if !st.mappers.values().any(|l| l.record.protocol == protocol) {
+                    errors.push(format!("no mapper registered for protocol `{protocol}`"));
+                }
+                for l in st.mappers.values() {
+                    if let Some(r) = l.rejected.get(k) {
+                        errors.push(format!("mapper {} refused the device: {r}", l.record.name));
+                    }
+                }
+                let twin = st.twins.get(k);
+                let properties = crd
+                    .spec
+                    .properties
+                    .iter()
+                    .map(|p| {
+                        let t = twin.and_then(|t| t.twins.get(&p.name));
+                        PropertyView {
+                            name: p.name.clone(),
+                            desired: p
+                                .desired
+                                .as_ref()
+                                .map(|d| d.value.clone())
+                                .filter(|v| !v.is_empty()),
+                            observed_desired: t
+                                .map(|t| t.observed_desired.clone())
+                                .filter(|v| !v.is_empty()),
+                            desired_status: t.and_then(|t| t.desired_meta.get("status").cloned()),
+                            desired_reason: t.and_then(|t| t.desired_meta.get("reason").cloned()),
+                            reported: t.map(|t| t.reported.clone()),
+                            age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
+                        }
+                    })
+                    .collect();
+                DeviceView {
+                    namespace: crd.metadata.namespace_or_default().to_owned(),
+                    name: crd.metadata.name.clone(),
+                    model: crd.spec.model_name().unwrap_or_default().to_owned(),
+                    protocol,
+                    mappers,
+                    state: twin.and_then(|t| t.state.clone()),
+                    last_online: twin.and_then(|t| t.last_online.clone()),
+                    errors,
+                    origin: e.stored.origin.clone(),
+                    properties,
+                }
+            })
+            .collect();
+        let mappers = st
+            .mappers
+            .values()
+            .map(|l| MapperView {
+                record: l.record.clone(),
+                devices: l.sent_devices.len(),
+                last_error: l.last_error.clone(),
+            })
+            .collect();
+        StatusView {
+            devices,
+            mappers,
+            source_errors: st.source_errors.clone(),
+        }
+    }
+}

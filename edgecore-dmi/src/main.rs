@@ -1,0 +1,154 @@
+//! `edgecore-dmi`: run the server (default) or inspect a running one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use edgecore_dmi::Config;
+use edgecore_dmi::cli::Output;
+use edgecore_dmi::config::{Encoding, admin_socket_for};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "KubeEdge-compatible DMI server for an edge node")]
+struct Cli {
+    /// Config file (YAML).
+    #[arg(long, global = true, env = "EDGECORE_DMI_CONFIG")]
+    config: Option<PathBuf>,
+    /// DeviceManagerService socket.
+    #[arg(long, global = true, env = "EDGECORE_DMI_SOCKET")]
+    dmi_socket: Option<PathBuf>,
+    /// Admin API socket (default: edgecore-dmi.admin.sock next to the DMI socket).
+    #[arg(long, global = true)]
+    admin_socket: Option<PathBuf>,
+    /// Log filter (RUST_LOG also works).
+    #[arg(long, global = true, default_value = "info", env = "EDGECORE_DMI_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve {
+        /// Directory of the embedded store.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Device/DeviceModel YAML directory.
+        #[arg(long)]
+        devices_dir: Option<PathBuf>,
+        /// configData number encoding toward mappers.
+        #[arg(long, value_enum)]
+        encoding: Option<Encoding>,
+    },
+    /// Show the running server's devices: state, desired and reported values.
+    Devices {
+        /// Refresh continuously.
+        #[arg(long, short)]
+        watch: bool,
+        /// Refresh interval with --watch.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+            Config::parse(&text, p)?
+        }
+        None => Config::default(),
+    };
+    if let Some(s) = &cli.dmi_socket {
+        cfg.dmi_socket = s.clone();
+        cfg.admin_socket = admin_socket_for(s);
+    }
+    if let Some(s) = &cli.admin_socket {
+        cfg.admin_socket = s.clone();
+    }
+    if let Some(Command::Serve {
+        state_dir,
+        devices_dir,
+        encoding,
+    }) = &cli.command
+    {
+        if let Some(v) = state_dir {
+            cfg.state_dir = v.clone();
+        }
+        if let Some(v) = devices_dir {
+            cfg.devices_dir = v.clone();
+        }
+        if let Some(v) = encoding {
+            cfg.encoding = *v;
+        }
+    }
+    Ok(cfg)
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let cfg = load(&cli)?;
+    match cli.command {
+        Some(Command::Devices {
+            watch,
+            interval,
+            output,
+        }) => edgecore_dmi::cli::devices(&cfg.admin_socket, output, watch, interval).await,
+        None | Some(Command::Serve { .. }) => {
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                terminate().await;
+                tracing::info!("shutting down");
+                signal.cancel();
+            });
+            edgecore_dmi::run(cfg, shutdown).await
+        }
+    }
+}
+
+async fn terminate() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `DeviceManagerService`: mappers register and report here. Reports are
+//! validated as stock EdgeCore validates them, and refused with
+//! `InvalidArgument` and a message instead of being dropped or crashing.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dmi_proto::v1beta1 as pb;
+use dmi_proto::v1beta1::device_manager_service_server::DeviceManagerService;
+use tonic::{Request, Response, Status};
+
+use crate::hub::{Hub, ReportError, key};
+use crate::model::MapperRecord;
+
+/// The state strings stock EdgeCore accepts (after lowercasing).
+pub const ALLOWED_STATES: [&str; 5] = ["online", "offline", "ok", "unknown", "unhealthy"];
+const TWIN_NAME_MAX: usize = 128;
+const TWIN_VALUE_MAX: usize = 512;
+
+fn twin_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ',' | ':' | '/' | '@' | '#')
+}
+
+/// Checks one twin as stock EdgeCore does; the error names the property.
+pub fn validate_twin(t: &pb::Twin) -> Result<(), String> {
+    let name = &t.property_name;
+    if name.is_empty() || name.len() > TWIN_NAME_MAX || !name.chars().all(twin_char) {
+        return Err(format!(
+            "twin property name `{name}` must be 1-{TWIN_NAME_MAX} characters of [a-zA-Z0-9-_.,:/@#]"
+        ));
+    }
+    let reported = t
+        .reported
+        .as_ref()
+        .ok_or_else(|| format!("twin {name} has no reported value"))?;
+    let desired = t
+        .observed_desired
+        .as_ref()
+        .ok_or_else(|| format!("twin {name} has no observedDesired"))?;
+    for (half, v) in [
+        ("reported", &reported.value),
+        ("observedDesired", &desired.value),
+    ] {
+        if v.len() > TWIN_VALUE_MAX || !v.chars().all(twin_char) {
+            return Err(format!(
+                "twin {name} {half} value `{v}` must be at most {TWIN_VALUE_MAX} characters of [a-zA-Z0-9-_.,:/@#] (no spaces, quotes or braces)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The server.
+#[derive(Debug, Clone)]
+pub struct ManagerService {
+    pub(crate) hub: Arc<Hub>,
+}
+
+fn report_status(e: ReportError) -> Status {
+    Status::not_found(e.to_string())
+}
+
+#[tonic::async_trait]
+impl DeviceManagerService for ManagerService {
+    async fn mapper_register(
+        &self,
+        req: Request<pb::MapperRegisterRequest>,
+    ) -> Result<Response<pb::MapperRegisterResponse>, Status> {
+        let req = req.into_inner();
+        let m = req
+            .mapper
+            .ok_or_else(|| Status::invalid_argument("MapperRegister without mapper info"))?;
+        if m.protocol.trim().is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "mapper `{}` has an empty protocol",
+                m.name
+            )));
+        }
+        if m.name.trim().is_empty() {
+            return Err(Status::invalid_argument("mapper name is empty"));
+        }
+        let address = String::from_utf8(m.address).map_err(|_| {
+            Status::invalid_argument(format!("mapper `{}` address is not a UTF-8 path", m.name))
+        })?;
+        if address.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "mapper `{}` sent no address; EdgeCore could not reach it",
+                m.name
+            )));
+        }
+        let record = MapperRecord {
+            name: m.name,
+            version: m.version,
+            api_version: m.api_version,
+            protocol: m.protocol,
+            address,
+            state: m.state,
+            registered_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        tracing::info!(mapper = %record.name, protocol = %record.protocol, address = %record.address, with_data = req.with_data, "mapper registered");
+        let (model_list, device_list) = self.hub.register_mapper(record, req.with_data);
+        Ok(Response::new(pb::MapperRegisterResponse {
+            model_list,
+            device_list,
+        }))
+    }
+
+    async fn report_device_status(
+        &self,
+        req: Request<pb::ReportDeviceStatusRequest>,
+    ) -> Result<Response<pb::ReportDeviceStatusResponse>, Status> {
+        let r = req.into_inner();
+        if r.device_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "ReportDeviceStatus without deviceName",
+            ));
+        }
+        let k = key(&r.device_namespace, &r.device_name);
+        let twins = r.reported_device.map(|d| d.twins).unwrap_or_default();
+        if twins.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "ReportDeviceStatus for {k} has no twins"
+            )));
+        }
+        for t in &twins {
+            validate_twin(t).map_err(|e| {
+                tracing::warn!(device = %k, "refused report: {e}");
+                Status::invalid_argument(format!("device {k}: {e}"))
+            })?;
+        }
+        self.hub.report_twins(k, twins).map_err(report_status)?;
+        Ok(Response::new(pb::ReportDeviceStatusResponse {}))
+    }
+
+    async fn report_device_states(
+        &self,
+        req: Request<pb::ReportDeviceStatesRequest>,
+    ) -> Result<Response<pb::ReportDeviceStatesResponse>, Status> {
+        let r = req.into_inner();
+        if r.device_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "ReportDeviceStates without deviceName",
+            ));
+        }
+        let k = key(&r.device_namespace, &r.device_name);
+        let state = r.state.to_ascii_lowercase();
+        if !ALLOWED_STATES.contains(&state.as_str()) {
+            tracing::warn!(device = %k, state = %r.state, "refused state report");
+            return Err(Status::invalid_argument(format!(
+                "device {k}: state `{}` is not one of {}",
+                r.state,
+                ALLOWED_STATES.join(", ")
+            )));
+        }
+        self.hub.report_state(k, state).map_err(report_status)?;
+        Ok(Response::new(pb::ReportDeviceStatesResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn twin(name: &str, reported: Option<&str>, desired: Option<&str>) -> pb::Twin {
+        let tp = |v: &str| pb::TwinProperty {
+            value: v.into(),
+            metadata: Default::default(),
+        };
+        pb::Twin {
+            property_name: name.into(),
+            reported: reported.map(tp),
+            observed_desired: desired.map(tp),
+        }
+    }
+
+    #[test]
+    fn twin_validation_matches_stock_rules() {
+        assert!(validate_twin(&twin("temp", Some("21.5"), Some(""))).is_ok());
+        assert_eq!(
+            validate_twin(&twin("temp", None, Some(""))).unwrap_err(),
+            "twin temp has no reported value"
+        );
+        assert_eq!(
+            validate_twin(&twin("temp", Some("1"), None)).unwrap_err(),
+            "twin temp has no observedDesired"
+        );
+        assert!(
+            validate_twin(&twin("temp", Some("a b"), Some("")))
+                .unwrap_err()
+                .contains("reported value `a b`")
+        );
+        assert!(validate_twin(&twin("temp", Some("{}"), Some(""))).is_err());
+        assert!(validate_twin(&twin("", Some("1"), Some(""))).is_err());
+        assert!(validate_twin(&twin("temp", Some(&"9".repeat(513)), Some(""))).is_err());
+    }
+}

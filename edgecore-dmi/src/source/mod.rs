@@ -1,0 +1,42 @@
+//! Device sources: where Device/DeviceModel definitions come from. The YAML
+//! directory ([`DirectorySource`]) is the default; a Kubernetes watcher is the
+//! other implementation of [`DeviceSource`]. Everything after the source (store,
+//! dispatch to mappers) is the same code.
+
+mod dir;
+mod parse;
+
+pub use dir::DirectorySource;
+pub use parse::{ParsedFile, parse_file};
+
+use std::future::Future;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{StoredDevice, StoredModel};
+
+/// What a source reports.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// The complete current set of devices and models; replaces the previous one.
+    /// `errors` are problems found on the way (with file and line), shown to users.
+    Snapshot {
+        /// Every device.
+        devices: Vec<StoredDevice>,
+        /// Every model.
+        models: Vec<StoredModel>,
+        /// Problems found.
+        errors: Vec<String>,
+    },
+}
+
+/// A producer of device definitions.
+pub trait DeviceSource: Send + 'static {
+    /// Sends events until `shutdown`. Errors are fatal for the source only.
+    fn run(
+        self,
+        tx: mpsc::Sender<SourceEvent>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

@@ -1,0 +1,292 @@
+//! Parsing KubeEdge YAML files: several documents per file, Device and
+//! DeviceModel kinds; other kinds are skipped. Errors carry file, line and field.
+
+use device_crds::{API_VERSION, Device, DeviceModel};
+
+use crate::model::{StoredDevice, StoredModel};
+
+/// Result of parsing one file.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    /// Devices found.
+    pub devices: Vec<StoredDevice>,
+    /// Models found.
+    pub models: Vec<StoredModel>,
+    /// Problems, each `file:line:col: message`.
+    pub errors: Vec<String>,
+    /// `(kind, namespace/name)` of documents that failed but could be identified.
+    pub failed_objects: Vec<(String, String)>,
+}
+
+/// Splits YAML text at `---` lines; returns (first line number, text) per document.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut start = 1;
+    let mut cur = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t == "..." {
+            docs.push((start, std::mem::take(&mut cur)));
+            start = i + 2;
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    docs.push((start, cur));
+    docs.into_iter()
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+fn located(origin: &str, first_line: usize, e: &yaml_serde::Error) -> String {
+    let msg = e.to_string();
+    // The parser's own "at line N column M" counts from the document start; replace it
+    // with the file position.
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    };
+    match e.location() {
+        Some(l) => format!(
+            "{origin}:{}:{}: {msg}",
+            first_line + l.line() - 1,
+            l.column()
+        ),
+        None => format!("{origin}:{first_line}: {msg}"),
+    }
+}
+
+/// Parses one file's text. `origin` names it in messages.
+pub fn parse_file(origin: &str, text: &str) -> ParsedFile {
+    let mut out = ParsedFile::default();
+    for (line, doc) in documents(text) {
+        let head: yaml_serde::Value = match yaml_serde::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                out.errors.push(located(origin, line, &e));
+                continue;
+            }
+        };
+        let field = |k: &str| {
+            head.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let kind = field("kind");
+        let api = field("apiVersion");
+        let meta = |k: &str| {
+            head.get("metadata")
+                .and_then(|m| m.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let name = meta("name");
+        let ns = meta("namespace");
+        let id = format!("{}/{name}", if ns.is_empty() { "default" } else { &ns });
+        if kind != "Device" && kind != "DeviceModel" {
+            tracing::info!(file = %origin, line, kind = %kind, "skipping document that is not a Device or DeviceModel");
+            continue;
+        }
+        let fail = |out: &mut ParsedFile, msg: String| {
+            out.errors.push(msg);
+            if !name.is_empty() {
+                out.failed_objects.push((kind.clone(), id.clone()));
+            }
+        };
+        if api != API_VERSION {
+            fail(
+                &mut out,
+                format!(
+                    "{origin}:{line}: {kind} {id}: apiVersion `{api}` is not supported; use {API_VERSION}"
+                ),
+            );
+            continue;
+        }
+        if name.is_empty() {
+            fail(
+                &mut out,
+                format!("{origin}:{line}: {kind} has no metadata.name"),
+            );
+            continue;
+        }
+        if kind == "Device" {
+            match yaml_serde::from_str::<Device>(&doc) {
+                Ok(crd) => match check_device(&crd) {
+                    Ok(()) => out.devices.push(StoredDevice {
+                        crd,
+                        origin: origin.to_owned(),
+                    }),
+                    Err(e) => fail(&mut out, format!("{origin}:{line}: Device {id}: {e}")),
+                },
+                Err(e) => fail(
+                    &mut out,
+                    format!("{} (Device {id})", located(origin, line, &e)),
+                ),
+            }
+        } else {
+            match yaml_serde::from_str::<DeviceModel>(&doc) {
+                Ok(crd) => match check_model(&crd) {
+                    Ok(()) => out.models.push(StoredModel {
+                        crd,
+                        origin: origin.to_owned(),
+                    }),
+                    Err(e) => fail(&mut out, format!("{origin}:{line}: DeviceModel {id}: {e}")),
+                },
+                Err(e) => fail(
+                    &mut out,
+                    format!("{} (DeviceModel {id})", located(origin, line, &e)),
+                ),
+            }
+        }
+    }
+    out
+}
+
+fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        if n.is_empty() {
+            return Err("a property has an empty name".into());
+        }
+        if !seen.insert(n) {
+            return Err(format!("property `{n}` is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+fn check_device(d: &Device) -> Result<(), String> {
+    check_unique(d.spec.properties.iter().map(|p| p.name.as_str()))?;
+    for p in &d.spec.properties {
+        for (what, v) in [
+            ("collectCycle", p.collect_cycle),
+            ("reportCycle", p.report_cycle),
+        ] {
+            if v.is_some_and(|v| v < 0) {
+                return Err(format!("property {}: {what} must not be negative", p.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_model(m: &DeviceModel) -> Result<(), String> {
+    check_unique(m.spec.properties.iter().map(|p| p.name.as_str()))?;
+    for p in &m.spec.properties {
+        if !device_crds::PROPERTY_TYPES.contains(&p.type_.to_ascii_uppercase().as_str()) {
+            return Err(format!(
+                "property {}: type `{}` is not one of {}",
+                p.name,
+                p.type_,
+                device_crds::PROPERTY_TYPES.join(", ")
+            ));
+        }
+        if !p.access_mode.is_empty() && !device_crds::ACCESS_MODES.contains(&p.access_mode.as_str())
+        {
+            return Err(format!(
+                "property {}: accessMode `{}` is not ReadWrite or ReadOnly",
+                p.name, p.access_mode
+            ));
+        }
+        for (what, v) in [("minimum", &p.minimum), ("maximum", &p.maximum)] {
+            if !v.is_empty() && v.trim().parse::<f64>().is_err() {
+                return Err(format!("property {}: {what} `{v}` is not a number", p.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: m
+spec:
+  protocol: virtual
+  properties:
+    - name: temp
+      type: INT
+      accessMode: ReadWrite
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: other
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: d1
+spec:
+  deviceModelRef:
+    name: m
+  protocol:
+    protocolName: virtual
+  properties:
+    - name: temp
+      collectCycle: 1000
+";
+
+    #[test]
+    fn multi_document_file_with_other_kinds() {
+        let p = parse_file("a.yaml", GOOD);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.models.len(), 1);
+        assert_eq!(p.devices.len(), 1);
+        assert_eq!(p.devices[0].crd.metadata.name, "d1");
+    }
+
+    #[test]
+    fn field_error_has_file_line_and_field() {
+        let bad = GOOD.replace("      collectCycle: 1000", "      collectCycle: soon");
+        let p = parse_file("dir/a.yaml", &bad);
+        assert_eq!(p.devices.len(), 0);
+        assert_eq!(p.models.len(), 1);
+        assert_eq!(p.errors.len(), 1);
+        let e = &p.errors[0];
+        assert!(e.starts_with("dir/a.yaml:28:"), "{e}");
+        assert!(e.contains("collectCycle"), "{e}");
+        assert!(e.contains("Device default/d1"), "{e}");
+        assert_eq!(
+            p.failed_objects,
+            vec![("Device".to_owned(), "default/d1".to_owned())]
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_line() {
+        let p = parse_file("b.yaml", "kind: Device\nmetadata: [unclosed\n");
+        assert_eq!(p.errors.len(), 1);
+        assert!(p.errors[0].starts_with("b.yaml:"), "{}", p.errors[0]);
+    }
+
+    #[test]
+    fn model_checks() {
+        let p = parse_file("c.yaml", &GOOD.replace("type: INT", "type: INTEGER"));
+        assert!(
+            p.errors[0].contains("type `INTEGER` is not one of"),
+            "{:?}",
+            p.errors
+        );
+        let dup = GOOD.replace(
+            "      collectCycle: 1000",
+            "      collectCycle: 1000\n    - name: temp",
+        );
+        let p = parse_file("c.yaml", &dup);
+        assert!(
+            p.errors[0].contains("`temp` is listed twice"),
+            "{:?}",
+            p.errors
+        );
+    }
+}
