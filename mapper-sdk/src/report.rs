@@ -40,7 +40,7 @@ impl Reporter {
     }
 
     pub(crate) fn send(&self, msg: Upstream) {
-        if self.tx.try_send(msg).is_err() {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(

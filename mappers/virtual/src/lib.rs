@@ -188,6 +188,11 @@ impl VirtualDriver {
     }
 }
 
+/// Three decimals are plenty for a simulation and keep twin values readable.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 impl Driver for VirtualDriver {
     type Config = VirtualConfig;
     type Address = VirtualAddress;
@@ -208,7 +213,10 @@ impl Driver for VirtualDriver {
     }
 
     async fn read(&self, at: &VirtualAddress) -> DriverResult<Value> {
-        self.sample(at)
+        Ok(match self.sample(at)? {
+            Value::Float(f) => Value::Float(round3(f)),
+            v => v,
+        })
     }
 
     async fn write(&self, at: &VirtualAddress, value: &Value) -> DriverResult<()> {
