@@ -42,14 +42,27 @@ fn documents(text: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Rewrites the parser's "at line N" (counted from the document start) to file lines.
+fn shift_lines(msg: &str, first_line: usize) -> String {
+    const AT: &str = "at line ";
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(AT) {
+        out.push_str(&rest[..i + AT.len()]);
+        rest = &rest[i + AT.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + first_line - 1).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn located(origin: &str, first_line: usize, e: &yaml_serde::Error) -> String {
-    let msg = e.to_string();
-    // The parser's own "at line N column M" counts from the document start; replace it
-    // with the file position.
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg,
-    };
+    let msg = shift_lines(&e.to_string(), first_line);
     match e.location() {
         Some(l) => format!(
             "{origin}:{}:{}: {msg}",
@@ -261,6 +274,15 @@ spec:
             p.failed_objects,
             vec![("Device".to_owned(), "default/d1".to_owned())]
         );
+    }
+
+    #[test]
+    fn parser_lines_become_file_lines() {
+        assert_eq!(
+            shift_lines("bad at line 3 column 2, while x at line 4", 10),
+            "bad at line 12 column 2, while x at line 13"
+        );
+        assert_eq!(shift_lines("no position", 10), "no position");
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! Helpers for the whole-system tests: start the real binaries in a temp dir,
+//! read state through the real CLI, poll with deadlines.
+//!
+//! The binaries come from the same target directory as the test executable;
+//! `hack/test.sh` builds them first (`cargo build --workspace --bins`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use edgecore_dmi::model::{DeviceView, PropertyView, StatusView};
+
+/// Path of a workspace binary next to the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found; build the binaries first: cargo build --workspace --bins (hack/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `secs` pass.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One edge node in a temp dir: edgecore-dmi and mappers as child processes.
+#[derive(Debug)]
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub edgecore: Option<Child>,
+    pub mappers: Vec<Child>,
+}
+
+impl Node {
+    /// A node whose devices directory holds copies of `files` (repo-relative).
+    pub fn new(files: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("devices")).unwrap();
+        for f in files {
+            let src = repo().join(f);
+            std::fs::copy(
+                &src,
+                dir.path().join("devices").join(src.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        Self {
+            dir,
+            edgecore: None,
+            mappers: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn dmi_sock(&self) -> PathBuf {
+        self.path("dmi.sock")
+    }
+
+    fn log(&self, name: &str) -> Stdio {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name))
+            .unwrap();
+        Stdio::from(f)
+    }
+
+    pub fn start_edgecore(&mut self) {
+        let child = Command::new(bin("edgecore-dmi"))
+            .arg("--dmi-socket")
+            .arg(self.dmi_sock())
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--devices-dir")
+            .arg(self.path("devices"))
+            .env("RUST_LOG", "info")
+            .stdout(self.log("edgecore.log"))
+            .stderr(self.log("edgecore.log"))
+            .spawn()
+            .unwrap();
+        self.edgecore = Some(child);
+        // Stale socket files of a killed instance may still exist: wait until the
+        // new instance answers.
+        wait_for("edgecore-dmi to answer", 20, || self.status());
+    }
+
+    pub fn start_virtual_mapper(&mut self) {
+        let child = Command::new(bin("mapper-virtual"))
+            .arg("--config-file")
+            .arg(repo().join("examples/config/virtual-mapper.yaml"))
+            .arg("--socket-path")
+            .arg(self.path("virtual.sock"))
+            .arg("--edgecore-sock")
+            .arg(self.dmi_sock())
+            .env("RUST_LOG", "info")
+            .stdout(self.log("mapper.log"))
+            .stderr(self.log("mapper.log"))
+            .spawn()
+            .unwrap();
+        self.mappers.push(child);
+    }
+
+    /// SIGKILL, no cleanup: the hardest way to lose a process.
+    pub fn kill_edgecore(&mut self) {
+        if let Some(mut c) = self.edgecore.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn kill_mappers(&mut self) {
+        for mut c in self.mappers.drain(..) {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// State through the real CLI (`edgecore-dmi devices -o json`).
+    pub fn status(&self) -> Option<StatusView> {
+        let out = Command::new(bin("edgecore-dmi"))
+            .arg("--dmi-socket")
+            .arg(self.dmi_sock())
+            .args(["devices", "-o", "json"])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("CLI JSON"))
+    }
+
+    pub fn device(&self, id: &str) -> Option<DeviceView> {
+        self.status()?
+            .devices
+            .into_iter()
+            .find(|d| format!("{}/{}", d.namespace, d.name) == id)
+    }
+
+    pub fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.path(n)).unwrap_or_default();
+        format!(
+            "--- edgecore.log\n{}\n--- mapper.log\n{}",
+            read("edgecore.log"),
+            read("mapper.log")
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for c in self.edgecore.iter_mut().chain(self.mappers.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn prop<'a>(d: &'a DeviceView, name: &str) -> &'a PropertyView {
+    d.properties.iter().find(|p| p.name == name).unwrap()
+}
