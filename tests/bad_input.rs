@@ -2,6 +2,8 @@
 //! unknown protocol, nested configData, out-of-range and non-numeric desired
 //! values, a twin value with spaces, an invalid state string.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
 use e2e_tests::{Node, prop, wait_for};

@@ -3,6 +3,8 @@
 //! socket path as grpc-go sends it) plays a Go mapper against edgecore-dmi and
 //! EdgeCore against a Rust mapper. See tests/python/interop.py.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! Killing and restarting either side: the mapper re-registers and reporting
 //! resumes; edgecore-dmi serves from its store and mappers register again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use e2e_tests::{Node, prop, wait_for};
 
 fn parts(node: &Node) -> Option<i64> {

@@ -2,6 +2,8 @@
 //! back as twins; editing a desired value converges; deleting the file removes
 //! the device.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use e2e_tests::{Node, prop, wait_for};
 
 #[test]

@@ -88,13 +88,16 @@ pub enum ReportError {
     UnknownDevice(Key),
 }
 
+/// Called with a new mapper's name and kick when its link is created.
+pub(crate) type NewMapperHook = Box<dyn Fn(&str, Arc<Notify>) + Send + Sync>;
+
 /// The node's device state. See the module docs.
 pub struct Hub {
     state: Mutex<State>,
     encoding: NumberEncoding,
     persist_kick: Notify,
     channel_opts: dmi_proto::transport::ChannelOptions,
-    on_new_mapper: Box<dyn Fn(&str, Arc<Notify>) + Send + Sync>,
+    on_new_mapper: NewMapperHook,
 }
 
 impl std::fmt::Debug for Hub {
@@ -113,7 +116,7 @@ impl Hub {
     pub(crate) fn new(
         encoding: NumberEncoding,
         channel_opts: dmi_proto::transport::ChannelOptions,
-        on_new_mapper: Box<dyn Fn(&str, Arc<Notify>) + Send + Sync>,
+        on_new_mapper: NewMapperHook,
     ) -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -392,8 +395,8 @@ impl Hub {
             link.rejected.clear();
             if with_data {
                 for (k, d, mk, m) in desired {
-                    if !link.sent_models.contains_key(&mk) {
-                        link.sent_models.insert(mk, m.clone());
+                    if let std::collections::hash_map::Entry::Vacant(slot) = link.sent_models.entry(mk) {
+                        slot.insert(m.clone());
                         models.push(m);
                     }
                     link.sent_devices.insert(k, d.clone());

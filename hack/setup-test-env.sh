@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently: rustfmt/clippy, and a Python venv
+# with grpcio (the out-of-Rust DMI peer) in target/test-env/venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3-venv; fi
+
+for comp in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+    rustup component add "$comp"
+  fi
+done
+
+VENV=target/test-env/venv
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'grpcio>=1.60,<2' 'grpcio-tools>=1.60,<2'
+fi
+echo "test environment ready ($VENV)"

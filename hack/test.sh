@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up what the tests need (idempotent) and runs the whole check suite:
+# formatting, clippy, layering, build, unit + end-to-end + interop tests.
+#   bash hack/test.sh            # everything
+#   SKIP_LINT=1 bash hack/test.sh  # tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- set-up -----------------------------------------------------------------
+log "set-up"
+bash hack/setup-test-env.sh
+
+# --- lint -------------------------------------------------------------------
+if [ -z "${SKIP_LINT:-}" ]; then
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+  log "cargo clippy (all targets, warnings are errors)"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  log "layering: drivers never depend on gRPC, protobuf or Kubernetes"
+  bash hack/check-layering.sh
+fi
+
+# --- tests ------------------------------------------------------------------
+log "build binaries used by the end-to-end tests"
+cargo build --workspace --bins --locked
+log "tests"
+export DMI_TEST_PYTHON="$ROOT/target/test-env/venv/bin/python"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+log "all checks passed"
