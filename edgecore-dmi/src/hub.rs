@@ -395,7 +395,9 @@ impl Hub {
             link.rejected.clear();
             if with_data {
                 for (k, d, mk, m) in desired {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = link.sent_models.entry(mk) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        link.sent_models.entry(mk)
+                    {
                         slot.insert(m.clone());
                         models.push(m);
                     }
