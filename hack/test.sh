@@ -20,6 +20,8 @@ if [ -z "${SKIP_LINT:-}" ]; then
   cargo fmt --all -- --check
   log "cargo clippy (all targets, warnings are errors)"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  log "cargo doc (warnings are errors)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
   log "layering: drivers never depend on gRPC, protobuf or Kubernetes"
   bash hack/check-layering.sh
 fi

@@ -67,7 +67,7 @@ pub use device::{
 };
 pub use driver::{DeviceState, Driver};
 pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError};
-pub use report::REPORT_QUEUE;
+pub use report::{REPORT_LANES, REPORT_QUEUE};
 pub use runtime::{DesiredOutcome, DeviceSnapshot, Panel, PropertySnapshot};
 pub use value::{
     AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, is_twin_char,

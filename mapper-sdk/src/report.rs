@@ -1,13 +1,22 @@
-//! Upstream messages from device tasks to EdgeCore, through a bounded queue.
+//! Upstream messages from device tasks to EdgeCore, through bounded queues.
+//!
+//! Reports travel in [`REPORT_LANES`] lanes, each sent in order: a device always
+//! uses the same lane, so its reports (an `offline` followed by an `online`, an
+//! old value followed by a new one) arrive in the order they were made, while
+//! different devices' reports go out concurrently on the shared channel.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dmi_proto::v1beta1 as pb;
 use tokio::sync::mpsc;
 
-/// Capacity of the queue between device tasks and the reporter.
+/// Total capacity of the queues between device tasks and EdgeCore.
 pub const REPORT_QUEUE: usize = 4096;
+/// Number of ordered lanes reports are spread over.
+pub const REPORT_LANES: usize = 8;
 
 /// A report on its way to EdgeCore.
 #[derive(Debug)]
@@ -18,29 +27,43 @@ pub(crate) enum Upstream {
     State(pb::ReportDeviceStatesRequest),
 }
 
-/// Cheap handle device tasks use to queue reports. Never blocks: when the queue
-/// is full (EdgeCore unreachable or slow) the report is dropped and counted, so a
+impl Upstream {
+    fn device(&self) -> (&str, &str) {
+        match self {
+            Upstream::Status(r) => (&r.device_namespace, &r.device_name),
+            Upstream::State(r) => (&r.device_namespace, &r.device_name),
+        }
+    }
+}
+
+/// Cheap handle device tasks use to queue reports. Never blocks: when a queue is
+/// full (EdgeCore unreachable or slow) the report is dropped and counted, so a
 /// slow EdgeCore can never stall device I/O.
 #[derive(Debug, Clone)]
 pub(crate) struct Reporter {
-    tx: mpsc::Sender<Upstream>,
+    lanes: Arc<[mpsc::Sender<Upstream>]>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Reporter {
-    pub(crate) fn new() -> (Self, mpsc::Receiver<Upstream>) {
-        let (tx, rx) = mpsc::channel(REPORT_QUEUE);
+    pub(crate) fn new() -> (Self, Vec<mpsc::Receiver<Upstream>>) {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..REPORT_LANES)
+            .map(|_| mpsc::channel(REPORT_QUEUE / REPORT_LANES))
+            .unzip();
         (
             Self {
-                tx,
+                lanes: txs.into(),
                 dropped: Arc::new(AtomicU64::new(0)),
             },
-            rx,
+            rxs,
         )
     }
 
     pub(crate) fn send(&self, msg: Upstream) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
+        let mut h = DefaultHasher::new();
+        msg.device().hash(&mut h);
+        let lane = (h.finish() % self.lanes.len() as u64) as usize;
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.lanes[lane].try_send(msg) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -49,5 +72,6 @@ impl Reporter {
                 );
             }
         }
+        // A closed queue means the mapper is shutting down; nothing to report to.
     }
 }

@@ -3,7 +3,7 @@
 //! * [`bind`] claims a socket path the way a daemon should: it refuses when a live
 //!   server already answers there, removes a stale socket file, creates the
 //!   parent directory and sets mode 0660.
-//! * [`incoming`] turns the listener into the connection stream tonic's
+//! * [`UdsListener::incoming`] turns the listener into the connection stream tonic's
 //!   `serve_with_incoming_shutdown` takes, with every connection wrapped in
 //!   [`AuthorityShim`] so stock grpc-go clients are served (see its docs).
 //! * [`channel`] opens a persistent, lazily connected tonic channel to a socket

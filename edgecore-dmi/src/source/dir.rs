@@ -28,8 +28,8 @@ pub struct DirectorySource {
     dir: PathBuf,
     /// Last good objects per file.
     last_good: BTreeMap<PathBuf, (Vec<StoredDevice>, Vec<StoredModel>)>,
-    /// Content of each file at the last scan, to skip unchanged files.
-    last_text: BTreeMap<PathBuf, String>,
+    /// Content and errors of each file at the last scan, to skip unchanged files.
+    last_text: BTreeMap<PathBuf, (String, Vec<String>)>,
 }
 
 impl DirectorySource {
@@ -87,15 +87,19 @@ impl DirectorySource {
                     continue;
                 }
             };
-            let unchanged = self.last_text.get(path) == Some(&text);
+            if let Some((old, old_errors)) = self.last_text.get(path)
+                && *old == text
+            {
+                errors.extend(old_errors.iter().cloned());
+                continue;
+            }
             let origin = path.display().to_string();
             let parsed = parse_file(&origin, &text);
-            if !unchanged {
-                for e in &parsed.errors {
-                    tracing::error!("{e}");
-                }
+            for e in &parsed.errors {
+                tracing::error!("{e}");
             }
             errors.extend(parsed.errors.iter().cloned());
+            let file_errors = parsed.errors.clone();
             let (mut devices, mut models) = (parsed.devices, parsed.models);
             if !parsed.errors.is_empty()
                 && let Some((old_d, old_m)) = self.last_good.get(path)
@@ -126,7 +130,7 @@ impl DirectorySource {
                 }
             }
             self.last_good.insert(path.clone(), (devices, models));
-            self.last_text.insert(path.clone(), text);
+            self.last_text.insert(path.clone(), (text, file_errors));
         }
         let mut devices = Vec::new();
         let mut models = Vec::new();
@@ -211,5 +215,92 @@ impl DeviceSource for DirectorySource {
                 _ = tokio::time::sleep(RESCAN) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: m
+spec:
+  protocol: virtual
+  properties:
+    - name: p
+      type: INT
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: a
+spec:
+  deviceModelRef:
+    name: m
+  protocol:
+    protocolName: virtual
+  properties:
+    - name: p
+      collectCycle: 1000
+";
+
+    fn names(ev: &SourceEvent) -> (Vec<String>, usize, Vec<String>) {
+        let SourceEvent::Snapshot {
+            devices,
+            models,
+            errors,
+        } = ev;
+        (
+            devices
+                .iter()
+                .map(|d| d.crd.metadata.name.clone())
+                .collect(),
+            models.len(),
+            errors.clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn broken_edits_keep_last_good_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), A).unwrap();
+        std::fs::write(
+            dir.path().join("b.yml"),
+            A.split("---").nth(1).unwrap().replace("name: a", "name: b"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let mut src = DirectorySource::new(dir.path());
+        let (devs, models, errs) = names(&src.scan().await);
+        assert_eq!(
+            (devs, models, errs.len()),
+            (vec!["a".to_owned(), "b".to_owned()], 1, 0)
+        );
+
+        // A syntax error: nothing from a.yaml is lost.
+        std::fs::write(dir.path().join("a.yaml"), format!("{A}\n  - [broken")).unwrap();
+        let (devs, models, errs) = names(&src.scan().await);
+        assert_eq!((devs.len(), models), (2, 1));
+        assert!(errs[0].contains("a.yaml:"), "{errs:?}");
+
+        // A field error in device a: the old device a stays, the model is re-read.
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            A.replace("collectCycle: 1000", "collectCycle: often"),
+        )
+        .unwrap();
+        let (devs, models, errs) = names(&src.scan().await);
+        assert_eq!((devs.len(), models), (2, 1));
+        assert!(errs[0].contains("collectCycle"), "{errs:?}");
+        // Unchanged files keep reporting their errors on rescans.
+        let (_, _, again) = names(&src.scan().await);
+        assert_eq!(again, errs);
+
+        // Deleting a file deletes its objects.
+        std::fs::remove_file(dir.path().join("b.yml")).unwrap();
+        let (devs, _, _) = names(&src.scan().await);
+        assert_eq!(devs, vec!["a".to_owned()]);
     }
 }

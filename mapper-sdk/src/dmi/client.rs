@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
-use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -17,8 +16,6 @@ use crate::driver::Driver;
 use crate::report::Upstream;
 use crate::runtime::Panel;
 
-/// Reports in flight at once on the shared channel.
-const REPORT_CONCURRENCY: usize = 32;
 /// How often the EdgeCore socket file is checked for a restart.
 const SOCKET_POLL: Duration = Duration::from_secs(1);
 
@@ -31,48 +28,49 @@ fn is_connection_error(code: Code) -> bool {
     )
 }
 
-/// Sends queued reports until shutdown. A connection failure asks the
-/// registration loop to register again (EdgeCore may have restarted).
+/// Sends queued reports until shutdown, each lane in order, lanes concurrently.
+/// A connection failure asks the registration loop to register again (EdgeCore
+/// may have restarted).
 pub(crate) async fn report_loop(
     client: Client,
-    rx: mpsc::Receiver<Upstream>,
+    lanes: Vec<mpsc::Receiver<Upstream>>,
     reregister: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let send_all = tokio_stream_like(rx).for_each_concurrent(REPORT_CONCURRENCY, |msg| {
+    let all = futures::future::join_all(lanes.into_iter().map(|mut rx| {
         let mut client = client.clone();
         let reregister = reregister.clone();
         async move {
-            let (what, res) = match msg {
-                Upstream::Status(r) => {
-                    let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
-                    (what, client.report_device_status(r).await.map(|_| ()))
-                }
-                Upstream::State(r) => {
-                    let what = format!("state of {}/{}", r.device_namespace, r.device_name);
-                    (what, client.report_device_states(r).await.map(|_| ()))
-                }
-            };
-            if let Err(status) = res {
-                if is_connection_error(status.code()) {
-                    tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
-                    reregister.notify_one();
-                } else {
-                    tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
-                }
+            while let Some(msg) = rx.recv().await {
+                send_one(&mut client, msg, &reregister).await;
             }
         }
-    });
+    }));
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = send_all => {}
+        _ = all => {}
     }
 }
 
-fn tokio_stream_like<T: Send + 'static>(
-    mut rx: mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+async fn send_one(client: &mut Client, msg: Upstream, reregister: &Notify) {
+    let (what, res) = match msg {
+        Upstream::Status(r) => {
+            let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
+            (what, client.report_device_status(r).await.map(|_| ()))
+        }
+        Upstream::State(r) => {
+            let what = format!("state of {}/{}", r.device_namespace, r.device_name);
+            (what, client.report_device_states(r).await.map(|_| ()))
+        }
+    };
+    if let Err(status) = res {
+        if is_connection_error(status.code()) {
+            tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
+            reregister.notify_one();
+        } else {
+            tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
+        }
+    }
 }
 
 /// Identity of the socket file, to notice an EdgeCore restart (a new socket).
