@@ -9,6 +9,7 @@
 //!   `v1beta1`, services `DeviceManagerService` (served by EdgeCore) and
 //!   `DeviceMapperService` (served by mappers), field numbers as in KubeEdge v1.23.
 //! * [`config_data`]: `configData` ⇄ JSON with EdgeCore's `Any` encoding rules.
+//! * [`rules`]: the twin-value charset and state strings stock EdgeCore enforces.
 //! * [`transport`]: Unix-socket listeners and channels, including the
 //!   `:authority` normalisation stock grpc-go clients need.
 //!
@@ -28,6 +29,7 @@
 //! None; the crate is small and every user needs all of it.
 
 pub mod config_data;
+pub mod rules;
 pub mod transport;
 
 /// Generated DMI v1beta1 messages, clients and servers.

@@ -12,19 +12,13 @@ use tonic::{Request, Response, Status};
 use crate::hub::{Hub, ReportError, key};
 use crate::model::MapperRecord;
 
-/// The state strings stock EdgeCore accepts (after lowercasing).
-pub const ALLOWED_STATES: [&str; 5] = ["online", "offline", "ok", "unknown", "unhealthy"];
-const TWIN_NAME_MAX: usize = 128;
-const TWIN_VALUE_MAX: usize = 512;
-
-fn twin_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ',' | ':' | '/' | '@' | '#')
-}
+pub use dmi_proto::rules::ALLOWED_STATES;
+use dmi_proto::rules::{TWIN_NAME_MAX, TWIN_VALUE_MAX, is_valid_twin_name, is_valid_twin_value};
 
 /// Checks one twin as stock EdgeCore does; the error names the property.
 pub fn validate_twin(t: &pb::Twin) -> Result<(), String> {
     let name = &t.property_name;
-    if name.is_empty() || name.len() > TWIN_NAME_MAX || !name.chars().all(twin_char) {
+    if !is_valid_twin_name(name) {
         return Err(format!(
             "twin property name `{name}` must be 1-{TWIN_NAME_MAX} characters of [a-zA-Z0-9-_.,:/@#]"
         ));
@@ -41,7 +35,7 @@ pub fn validate_twin(t: &pb::Twin) -> Result<(), String> {
         ("reported", &reported.value),
         ("observedDesired", &desired.value),
     ] {
-        if v.len() > TWIN_VALUE_MAX || !v.chars().all(twin_char) {
+        if !is_valid_twin_value(v) {
             return Err(format!(
                 "twin {name} {half} value `{v}` must be at most {TWIN_VALUE_MAX} characters of [a-zA-Z0-9-_.,:/@#] (no spaces, quotes or braces)"
             ));

@@ -110,3 +110,23 @@ pub trait Driver: Send + Sync + Sized + 'static {
         async {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_is_one_stock_edgecore_accepts() {
+        for s in [
+            DeviceState::Online,
+            DeviceState::Offline,
+            DeviceState::Unhealthy,
+            DeviceState::Unknown,
+        ] {
+            assert!(
+                dmi_proto::rules::ALLOWED_STATES.contains(&s.as_str()),
+                "{s:?}"
+            );
+        }
+    }
+}
