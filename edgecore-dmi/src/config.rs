@@ -131,3 +131,37 @@ impl Config {
         self.state_dir.join("store.redb")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_admin_socket_follows_dmi_socket() {
+        let c = Config::parse(
+            "dmiSocket: /run/x/dmi.sock\nstateDir: /var/x\nconfigDataEncoding: lossless\nmapperCallTimeout: 3s\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.dmi_socket, PathBuf::from("/run/x/dmi.sock"));
+        assert_eq!(
+            c.admin_socket,
+            PathBuf::from("/run/x/edgecore-dmi.admin.sock")
+        );
+        assert_eq!(c.store_path(), PathBuf::from("/var/x/store.redb"));
+        assert_eq!(c.encoding, Encoding::Lossless);
+        assert_eq!(c.mapper_call_timeout, Duration::from_secs(3));
+        assert_eq!(
+            Config::default().dmi_socket,
+            PathBuf::from(DEFAULT_DMI_SOCKET)
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::parse("dmiSockett: /x\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.yaml") && e.contains("dmiSockett"), "{e}");
+    }
+}
