@@ -5,7 +5,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 
 use crate::error::DriverResult;
-use crate::value::Value;
+use crate::value::{PropertyType, Value};
 
 /// Device connectivity as a driver sees it; reported to EdgeCore with the
 /// strings stock EdgeCore accepts.
@@ -69,6 +69,18 @@ pub trait Driver: Send + Sync + Sized + 'static {
     type Config: DeserializeOwned + Clone + Send + Sync + 'static;
     /// Where a property lives on the device (a register, a node id, a UUID).
     type Address: DeserializeOwned + Send + Sync + 'static;
+
+    /// Checks and completes a property's address once, when the device starts,
+    /// with the model's type for it (e.g. a default data type, or refusing a
+    /// register count that cannot hold the type). An error here disables just that
+    /// property and is reported with the device and property named.
+    fn prepare_address(
+        addr: &mut Self::Address,
+        model_type: Option<PropertyType>,
+    ) -> DriverResult<()> {
+        let _ = (addr, model_type);
+        Ok(())
+    }
 
     /// Opens the connection. Called again, with backoff, after link failures.
     fn connect(cfg: &Self::Config) -> impl Future<Output = DriverResult<Self>> + Send;

@@ -56,6 +56,7 @@ mod driver;
 mod error;
 mod report;
 mod runtime;
+mod typed;
 mod value;
 
 pub use config::{

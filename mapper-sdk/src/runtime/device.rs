@@ -78,24 +78,28 @@ pub(crate) async fn run_device<D: Driver>(
     shutdown: CancellationToken,
 ) {
     let id = ctx.spec.id.clone();
-    let cfg: D::Config =
-        match serde_json::from_value(serde_json::Value::Object(ctx.spec.protocol_config.clone())) {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("bad protocol configData: {e}");
-                tracing::error!(device = %id, "{msg}");
-                let mut task = DeviceTask::<D> {
-                    props: Vec::new(),
-                    state: DeviceState::Unknown,
-                    state_next: None,
-                    ctx,
-                };
-                task.set_error(Some(msg));
-                task.set_state(DeviceState::Unhealthy);
-                shutdown.cancelled().await;
-                return;
+    let cfg: D::Config = match crate::typed::from_config(&ctx.spec.protocol_config) {
+        Ok(c) => {
+            for key in &c.ignored {
+                tracing::warn!(device = %id, key = %key, "unknown protocol configData key ignored");
             }
-        };
+            c.value
+        }
+        Err(e) => {
+            let msg = format!("bad protocol configData: {e}");
+            tracing::error!(device = %id, "{msg}");
+            let mut task = DeviceTask::<D> {
+                props: Vec::new(),
+                state: DeviceState::Unknown,
+                state_next: None,
+                ctx,
+            };
+            task.set_error(Some(msg));
+            task.set_state(DeviceState::Unhealthy);
+            shutdown.cancelled().await;
+            return;
+        }
+    };
     let mut task = DeviceTask::<D>::new(ctx);
     let mut backoff = Backoff::new(task.ctx.runtime.backoff_min, task.ctx.runtime.backoff_max);
     loop {
@@ -163,8 +167,17 @@ impl<D: Driver> DeviceTask<D> {
                 tracing::info!(device = %ctx.spec.id, property = %p.name, "STREAM property is not collected as a twin");
                 continue;
             }
-            match serde_json::from_value::<D::Address>(serde_json::Value::Object(p.visitor.clone()))
-            {
+            let ty = model.as_ref().and_then(|m| m.ty);
+            let parsed = crate::typed::from_config::<D::Address>(&p.visitor).and_then(|t| {
+                for key in &t.ignored {
+                    tracing::warn!(device = %ctx.spec.id, property = %p.name, key = %key,
+                        "unknown visitor configData key ignored");
+                }
+                let mut addr = t.value;
+                D::prepare_address(&mut addr, ty).map_err(|e| e.to_string())?;
+                Ok(addr)
+            });
+            match parsed {
                 Ok(addr) => props.push(Prop {
                     name: p.name.clone(),
                     model,
