@@ -1,0 +1,322 @@
+//! Register and bit values ⇄ typed values: data types, byte order (`isSwap`),
+//! word order (`isRegisterSwap`), `scale` and `valueOffset`.
+//!
+//! Registers are big-endian 16-bit words on the wire. Multi-register values are
+//! read high word first; `isRegisterSwap` reverses the word order (for 4-register
+//! values, all four words), `isSwap` swaps the two bytes inside every register.
+//! A numeric value is `raw × scale + valueOffset`; writes apply the inverse and
+//! round to the register type.
+
+use mapper_sdk::{DriverError, DriverResult, Value};
+
+use crate::config::{DataType, ModbusAddress, StringEncoding};
+
+/// Applies `isSwap`/`isRegisterSwap` and returns the value's bytes, big-endian.
+pub(crate) fn to_bytes(words: &[u16], byte_swap: bool, word_swap: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(words.len() * 2);
+    let mut push = |w: u16| {
+        let w = if byte_swap { w.swap_bytes() } else { w };
+        out.extend_from_slice(&w.to_be_bytes());
+    };
+    if word_swap {
+        words.iter().rev().copied().for_each(&mut push);
+    } else {
+        words.iter().copied().for_each(&mut push);
+    }
+    out
+}
+
+/// The inverse of [`to_bytes`].
+pub(crate) fn from_bytes(bytes: &[u8], byte_swap: bool, word_swap: bool) -> Vec<u16> {
+    let mut words: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| {
+            let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+            if byte_swap { w.swap_bytes() } else { w }
+        })
+        .collect();
+    if word_swap {
+        words.reverse();
+    }
+    words
+}
+
+fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
+fn transform(a: &ModbusAddress, raw: Value) -> Value {
+    let (scale, offset) = (a.scale.unwrap_or(1.0), a.value_offset.unwrap_or(0.0));
+    if scale == 1.0 && offset == 0.0 {
+        return raw;
+    }
+    match raw.as_f64() {
+        Some(x) if !matches!(raw, Value::Bool(_)) => Value::Float(x * scale + offset),
+        _ => raw,
+    }
+}
+
+/// Decodes the registers read for `a` (exactly `a.register_count()` words).
+pub(crate) fn decode_registers(a: &ModbusAddress, words: &[u16]) -> DriverResult<Value> {
+    let dt = a.data_type();
+    if dt == DataType::Bit {
+        let bit = a.bit.unwrap_or(0);
+        return Ok(Value::Bool(words[0] >> bit & 1 == 1));
+    }
+    let b = to_bytes(words, a.is_swap, a.is_register_swap);
+    let raw = match dt {
+        DataType::Bool => Value::Bool(words.iter().any(|w| *w != 0)),
+        DataType::Int16 => Value::Int(i64::from(i16::from_be_bytes(arr(&b)))),
+        DataType::Uint16 => Value::Int(i64::from(u16::from_be_bytes(arr(&b)))),
+        DataType::Int32 => Value::Int(i64::from(i32::from_be_bytes(arr(&b)))),
+        DataType::Uint32 => Value::Int(i64::from(u32::from_be_bytes(arr(&b)))),
+        DataType::Int64 => Value::Int(i64::from_be_bytes(arr(&b))),
+        DataType::Uint64 => {
+            let v = u64::from_be_bytes(arr(&b));
+            i64::try_from(v)
+                .map(Value::Int)
+                .unwrap_or(Value::Float(v as f64))
+        }
+        DataType::Float32 => Value::Float(f64::from(f32::from_be_bytes(arr(&b)))),
+        DataType::Float64 => Value::Float(f64::from_be_bytes(arr(&b))),
+        DataType::String => {
+            let end = b
+                .iter()
+                .rposition(|c| *c != 0 && *c != b' ')
+                .map_or(0, |i| i + 1);
+            let bytes = &b[..end];
+            match a.string_encoding.unwrap_or_default() {
+                StringEncoding::Ascii if !bytes.is_ascii() => {
+                    return Err(DriverError::Value(format!(
+                        "register text is not ASCII: {bytes:?}"
+                    )));
+                }
+                _ => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            }
+        }
+        // Bits were answered above, before the byte conversion.
+        DataType::Bit => Value::Bool(words[0] & 1 == 1),
+    };
+    Ok(transform(a, raw))
+}
+
+fn int_in<T: TryFrom<i64>>(x: f64, name: &str) -> DriverResult<T> {
+    let r = x.round();
+    if !r.is_finite() || r < i64::MIN as f64 || r > i64::MAX as f64 {
+        return Err(DriverError::Value(format!("{x} does not fit {name}")));
+    }
+    T::try_from(r as i64).map_err(|_| DriverError::Value(format!("{x} does not fit {name}")))
+}
+
+/// Encodes a value for the registers of `a` (after the inverse of scale/offset).
+pub(crate) fn encode_registers(a: &ModbusAddress, v: &Value) -> DriverResult<Vec<u16>> {
+    let dt = a.data_type();
+    let count = usize::from(a.register_count());
+    let numeric = || -> DriverResult<f64> {
+        let x = v
+            .as_f64()
+            .ok_or_else(|| DriverError::Value(format!("{v:?} is not a number")))?;
+        let (scale, offset) = (a.scale.unwrap_or(1.0), a.value_offset.unwrap_or(0.0));
+        if scale == 0.0 {
+            return Err(DriverError::Value(
+                "scale is 0; the register value cannot be derived".into(),
+            ));
+        }
+        Ok((x - offset) / scale)
+    };
+    let bytes: Vec<u8> = match dt {
+        DataType::Bool | DataType::Bit => {
+            let on = match v {
+                Value::Bool(b) => *b,
+                other => {
+                    other
+                        .as_f64()
+                        .ok_or_else(|| DriverError::Value(format!("{other:?} is not a boolean")))?
+                        != 0.0
+                }
+            };
+            let mut words = vec![0u16; count];
+            words[count - 1] = u16::from(on);
+            return Ok(words);
+        }
+        DataType::Int16 => int_in::<i16>(numeric()?, "int16")?.to_be_bytes().to_vec(),
+        DataType::Uint16 => int_in::<u16>(numeric()?, "uint16")?.to_be_bytes().to_vec(),
+        DataType::Int32 => int_in::<i32>(numeric()?, "int32")?.to_be_bytes().to_vec(),
+        DataType::Uint32 => int_in::<u32>(numeric()?, "uint32")?.to_be_bytes().to_vec(),
+        DataType::Int64 => int_in::<i64>(numeric()?, "int64")?.to_be_bytes().to_vec(),
+        DataType::Uint64 => {
+            let x = numeric()?.round();
+            if !(0.0..=u64::MAX as f64).contains(&x) {
+                return Err(DriverError::Value(format!("{x} does not fit uint64")));
+            }
+            (x as u64).to_be_bytes().to_vec()
+        }
+        DataType::Float32 => {
+            let x = numeric()?;
+            if x.is_finite() && x.abs() > f64::from(f32::MAX) {
+                return Err(DriverError::Value(format!("{x} does not fit float32")));
+            }
+            (x as f32).to_be_bytes().to_vec()
+        }
+        DataType::Float64 => numeric()?.to_be_bytes().to_vec(),
+        DataType::String => {
+            let s = match v {
+                Value::String(s) => s.as_bytes().to_vec(),
+                Value::Bytes(b) => b.clone(),
+                other => other.to_string().into_bytes(),
+            };
+            if a.string_encoding.unwrap_or_default() == StringEncoding::Ascii && !s.is_ascii() {
+                return Err(DriverError::Value("text is not ASCII".into()));
+            }
+            if s.len() > count * 2 {
+                return Err(DriverError::Value(format!(
+                    "text of {} bytes does not fit {count} registers",
+                    s.len()
+                )));
+            }
+            let mut padded = s;
+            padded.resize(count * 2, 0);
+            padded
+        }
+    };
+    Ok(from_bytes(&bytes, a.is_swap, a.is_register_swap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Table;
+
+    fn addr(dt: DataType, byte_swap: bool, word_swap: bool) -> ModbusAddress {
+        ModbusAddress {
+            register: Table::Holding,
+            offset: 0,
+            limit: None,
+            scale: None,
+            is_swap: byte_swap,
+            is_register_swap: word_swap,
+            data_type: Some(dt),
+            bit: None,
+            value_offset: None,
+            string_encoding: None,
+        }
+    }
+
+    #[test]
+    fn known_layouts() {
+        // 0x12345678 as int32: big-endian words 0x1234 0x5678.
+        let a = addr(DataType::Int32, false, false);
+        assert_eq!(
+            decode_registers(&a, &[0x1234, 0x5678]).unwrap(),
+            Value::Int(0x1234_5678)
+        );
+        // Word swapped (little-endian word order, "CDAB").
+        let a = addr(DataType::Int32, false, true);
+        assert_eq!(
+            decode_registers(&a, &[0x5678, 0x1234]).unwrap(),
+            Value::Int(0x1234_5678)
+        );
+        // Byte swapped ("BADC").
+        let a = addr(DataType::Int32, true, false);
+        assert_eq!(
+            decode_registers(&a, &[0x3412, 0x7856]).unwrap(),
+            Value::Int(0x1234_5678)
+        );
+        // Both ("DCBA").
+        let a = addr(DataType::Int32, true, true);
+        assert_eq!(
+            decode_registers(&a, &[0x7856, 0x3412]).unwrap(),
+            Value::Int(0x1234_5678)
+        );
+        // float32 1.5 = 0x3FC00000.
+        let a = addr(DataType::Float32, false, false);
+        assert_eq!(
+            decode_registers(&a, &[0x3FC0, 0x0000]).unwrap(),
+            Value::Float(1.5)
+        );
+        // -2 as int16.
+        let a = addr(DataType::Int16, false, false);
+        assert_eq!(decode_registers(&a, &[0xFFFE]).unwrap(), Value::Int(-2));
+        let a = addr(DataType::Uint16, false, false);
+        assert_eq!(decode_registers(&a, &[0xFFFE]).unwrap(), Value::Int(65534));
+    }
+
+    #[test]
+    fn round_trips_every_type_and_order() {
+        let cases: Vec<(DataType, Value)> = vec![
+            (DataType::Int16, Value::Int(-12345)),
+            (DataType::Uint16, Value::Int(54321)),
+            (DataType::Int32, Value::Int(-2_000_000_000)),
+            (DataType::Uint32, Value::Int(4_000_000_000)),
+            (DataType::Int64, Value::Int(-9_000_000_000_000_000_000)),
+            (DataType::Uint64, Value::Int(9_000_000_000_000_000_000)),
+            (DataType::Float32, Value::Float(-273.15f32 as f64)),
+            (DataType::Float64, Value::Float(6.02214076e23)),
+            (DataType::Bool, Value::Bool(true)),
+        ];
+        for (dt, v) in cases {
+            for (bs, ws) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = addr(dt, bs, ws);
+                let words = encode_registers(&a, &v).unwrap();
+                assert_eq!(words.len(), usize::from(a.register_count()), "{dt:?}");
+                assert_eq!(
+                    decode_registers(&a, &words).unwrap(),
+                    v,
+                    "{dt:?} swap {bs}/{ws}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scale_and_offset() {
+        let mut a = addr(DataType::Int16, false, false);
+        a.scale = Some(0.1);
+        a.value_offset = Some(-40.0);
+        // raw 625 → 625 × 0.1 − 40 = 22.5
+        let Value::Float(x) = decode_registers(&a, &[625]).unwrap() else {
+            panic!()
+        };
+        assert!((x - 22.5).abs() < 1e-9);
+        assert_eq!(
+            encode_registers(&a, &Value::Float(22.5)).unwrap(),
+            vec![625]
+        );
+        assert_eq!(
+            encode_registers(&a, &Value::Float(-45.0)).unwrap(),
+            vec![(-50i16) as u16]
+        );
+    }
+
+    #[test]
+    fn out_of_range_and_bad_values() {
+        let a = addr(DataType::Uint16, false, false);
+        assert!(
+            encode_registers(&a, &Value::Int(70000))
+                .unwrap_err()
+                .to_string()
+                .contains("does not fit uint16")
+        );
+        assert!(encode_registers(&a, &Value::Int(-1)).is_err());
+        assert!(encode_registers(&a, &Value::String("x".into())).is_err());
+    }
+
+    #[test]
+    fn strings_and_bits() {
+        let mut a = addr(DataType::String, false, false);
+        a.limit = Some(3);
+        let w = encode_registers(&a, &Value::String("ABCD".into())).unwrap();
+        assert_eq!(w, vec![0x4142, 0x4344, 0]);
+        assert_eq!(
+            decode_registers(&a, &w).unwrap(),
+            Value::String("ABCD".into())
+        );
+        assert!(encode_registers(&a, &Value::String("ABCDEFG".into())).is_err());
+        let mut b = addr(DataType::Bit, false, false);
+        b.bit = Some(3);
+        assert_eq!(decode_registers(&b, &[0b1000]).unwrap(), Value::Bool(true));
+        assert_eq!(decode_registers(&b, &[0b0111]).unwrap(), Value::Bool(false));
+    }
+}

@@ -1,0 +1,175 @@
+//! Connections, shared: one TCP connection per endpoint for every device behind
+//! it (a gateway with many unit ids), one owner per serial port serializing all
+//! its devices. Requests take turns on the link; each has its own timeout, so a
+//! unit that does not answer holds the link for at most that long. After a
+//! timeout or a transport error the connection is dropped (a late answer would
+//! otherwise be taken for the next request's) and reopened by the next request.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use mapper_sdk::{DeviceFault, DriverError, DriverResult};
+use tokio::time::timeout;
+use tokio_modbus::client::{Client, Context};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::{ExceptionCode, Request, Response, Slave};
+
+use crate::config::{Endpoint, Parity};
+
+/// Every open link by endpoint; entries die with their last device.
+static POOL: LazyLock<Mutex<HashMap<Endpoint, Weak<Link>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A shared connection to one endpoint.
+pub struct Link {
+    endpoint: Endpoint,
+    ctx: tokio::sync::Mutex<Option<Context>>,
+    requests: AtomicU64,
+    connects: AtomicU64,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("endpoint", &self.endpoint)
+            .field("requests", &self.requests.load(Ordering::Relaxed))
+            .field("connects", &self.connects.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The Modbus exception as a device fault, with its code.
+pub(crate) fn exception_fault(e: ExceptionCode) -> DriverError {
+    DriverError::Device(DeviceFault::with_code(
+        u32::from(u8::from(e)),
+        format!("Modbus exception: {e}"),
+    ))
+}
+
+impl Link {
+    /// The shared link for `endpoint`.
+    pub fn get(endpoint: &Endpoint) -> Arc<Link> {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.retain(|_, w| w.strong_count() > 0);
+        if let Some(link) = pool.get(endpoint).and_then(Weak::upgrade) {
+            return link;
+        }
+        let link = Arc::new(Link {
+            endpoint: endpoint.clone(),
+            ctx: tokio::sync::Mutex::new(None),
+            requests: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        });
+        pool.insert(endpoint.clone(), Arc::downgrade(&link));
+        link
+    }
+
+    /// Requests sent on this link so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Connections opened so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    async fn open(&self) -> io::Result<Context> {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        match &self.endpoint {
+            Endpoint::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(tokio_modbus::client::tcp::attach(stream))
+            }
+            Endpoint::Rtu {
+                path,
+                baud,
+                data_bits,
+                parity,
+                stop_bits,
+            } => {
+                use tokio_serial::SerialPortBuilderExt;
+                let port = tokio_serial::new(path, *baud)
+                    .data_bits(match data_bits {
+                        5 => tokio_serial::DataBits::Five,
+                        6 => tokio_serial::DataBits::Six,
+                        7 => tokio_serial::DataBits::Seven,
+                        _ => tokio_serial::DataBits::Eight,
+                    })
+                    .parity(match parity {
+                        Parity::None => tokio_serial::Parity::None,
+                        Parity::Even => tokio_serial::Parity::Even,
+                        Parity::Odd => tokio_serial::Parity::Odd,
+                    })
+                    .stop_bits(if *stop_bits == 2 {
+                        tokio_serial::StopBits::Two
+                    } else {
+                        tokio_serial::StopBits::One
+                    })
+                    .open_native_async()
+                    .map_err(io::Error::other)?;
+                Ok(tokio_modbus::client::rtu::attach(port))
+            }
+        }
+    }
+
+    /// Opens the connection now if it is not open (to report a dead endpoint early).
+    pub async fn ensure_open(&self, deadline: Duration) -> DriverResult<()> {
+        let mut guard = self.ctx.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.open_within(deadline).await?);
+        }
+        Ok(())
+    }
+
+    async fn open_within(&self, deadline: Duration) -> DriverResult<Context> {
+        match timeout(deadline, self.open()).await {
+            Ok(Ok(ctx)) => Ok(ctx),
+            Ok(Err(e)) => Err(DriverError::Transport(io::Error::new(
+                e.kind(),
+                format!("{}: {e}", self.endpoint),
+            ))),
+            Err(_) => Err(DriverError::Timeout(deadline)),
+        }
+    }
+
+    /// Sends one request to `unit` and waits at most `deadline` for the answer.
+    ///
+    /// Cancellation safe in the sense that a dropped call leaves the link
+    /// closed, never half-used: the next request reopens it.
+    pub async fn call(
+        &self,
+        unit: u8,
+        req: Request<'_>,
+        deadline: Duration,
+    ) -> DriverResult<Response> {
+        let mut guard = self.ctx.lock().await;
+        // The context stays out of the slot until the answer is in: a cancelled or
+        // failed call leaves the link closed, never with a request in flight.
+        let mut ctx = match guard.take() {
+            Some(ctx) => ctx,
+            None => self.open_within(deadline).await?,
+        };
+        ctx.set_slave(Slave(unit));
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match timeout(deadline, ctx.call(req)).await {
+            Err(_) => Err(DriverError::Timeout(deadline)),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(DriverError::Transport(e)),
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(DriverError::Transport(
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            )),
+            Ok(Ok(Err(exception))) => {
+                *guard = Some(ctx);
+                Err(exception_fault(exception))
+            }
+            Ok(Ok(Ok(resp))) => {
+                *guard = Some(ctx);
+                Ok(resp)
+            }
+        }
+    }
+}
