@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need, idempotently: rustfmt/clippy, and a Python venv
-# with grpcio (the out-of-Rust DMI peer) in target/test-env/venv.
+# Installs what the tests need, idempotently: socat and mbpoll, rustfmt/clippy,
+# and a Python venv in target/test-env/venv with grpcio (the out-of-Rust DMI
+# peer) and pymodbus (an independent Modbus server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ apt_install() {
 }
 
 if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
+# Modbus peers: socat (virtual serial lines), mbpoll (a real Modbus client CLI).
+apt_install socat mbpoll
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3-venv; fi
 
 for comp in rustfmt clippy; do
@@ -29,7 +32,8 @@ VENV=target/test-env/venv
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'grpcio>=1.60,<2' 'grpcio-tools>=1.60,<2'
+if ! "$VENV/bin/python" -c 'import grpc, grpc_tools, pymodbus, serial' >/dev/null 2>&1; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    'grpcio>=1.60,<2' 'grpcio-tools>=1.60,<2' 'pymodbus>=3.10,<3.17' 'pyserial>=3.5,<4'
 fi
 echo "test environment ready ($VENV)"

@@ -32,13 +32,17 @@ async fn sim_with_map() -> Simulator {
     d.input = points(input());
     d.coils = points(coils());
     d.discrete_inputs = points(discrete());
-    Simulator::start(SimConfig { devices: vec![d] }).await.unwrap()
+    Simulator::start(SimConfig { devices: vec![d] })
+        .await
+        .unwrap()
 }
 
 async fn connect(sim: &Simulator, name: &str, extra: serde_json::Value) -> ModbusDriver {
     let addr = sim.tcp_addr(name).unwrap();
     let mut cfg = json!({"ip": "127.0.0.1", "port": addr.port(), "slaveID": 1, "timeout": 300});
-    cfg.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    cfg.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     ModbusDriver::connect(&config(cfg)).await.unwrap()
 }
 
@@ -55,20 +59,32 @@ async fn writes_are_read_back() {
     let d = connect(&sim, "plc", json!({})).await;
     check_writes(&d).await;
     // And the simulator holds what was written last at 50 (-10.5 / 0.5 = -21).
-    assert_eq!(sim.read("plc", Table::Holding, 50, 1).unwrap(), vec![(-21i16) as u16]);
+    assert_eq!(
+        sim.read("plc", Table::Holding, 50, 1).unwrap(),
+        vec![(-21i16) as u16]
+    );
 }
 
 #[tokio::test]
 async fn planning_merges_and_limits() {
     let sim = sim_with_map().await;
     let contiguous: Vec<_> = (0..100u16)
-        .map(|i| address(json!({"register": "HoldingRegister", "offset": i, "limit": 1}), Some(PropertyType::Int)))
+        .map(|i| {
+            address(
+                json!({"register": "HoldingRegister", "offset": i, "limit": 1}),
+                Some(PropertyType::Int),
+            )
+        })
         .collect();
     let refs: Vec<_> = contiguous.iter().collect();
     let planned = connect(&sim, "plc", json!({})).await;
     let r = planned.read_batch(&refs).await;
     assert!(r.iter().all(Result::is_ok));
-    assert_eq!(planned.requests(), 1, "100 contiguous registers in one request");
+    assert_eq!(
+        planned.requests(),
+        1,
+        "100 contiguous registers in one request"
+    );
     let per_property = connect(&sim, "plc", json!({"planning": false})).await;
     per_property.read_batch(&refs).await;
     assert_eq!(per_property.requests(), 100);
@@ -77,7 +93,12 @@ async fn planning_merges_and_limits() {
     assert_eq!(small.requests(), 4, "30-register requests");
     // Sparse map: gaps of 20 with the default allowance of 16 split every time.
     let sparse: Vec<_> = (0..5u16)
-        .map(|i| address(json!({"register": "HoldingRegister", "offset": i * 21, "limit": 1}), Some(PropertyType::Int)))
+        .map(|i| {
+            address(
+                json!({"register": "HoldingRegister", "offset": i * 21, "limit": 1}),
+                Some(PropertyType::Int),
+            )
+        })
         .collect();
     let s = connect(&sim, "plc", json!({})).await;
     s.read_batch(&sparse.iter().collect::<Vec<_>>()).await;
@@ -91,13 +112,25 @@ async fn planning_merges_and_limits() {
 async fn exceptions_are_device_faults_with_the_code() {
     let sim = sim_with_map().await;
     let d = connect(&sim, "plc", json!({})).await;
-    let beyond = address(json!({"register": "HoldingRegister", "offset": 199, "dataType": "int32"}), Some(PropertyType::Int));
+    let beyond = address(
+        json!({"register": "HoldingRegister", "offset": 199, "dataType": "int32"}),
+        Some(PropertyType::Int),
+    );
     match d.read(&beyond).await {
         Err(DriverError::Device(f)) => assert_eq!(f.code, Some(2), "IllegalDataAddress"),
         other => panic!("expected a device fault, got {other:?}"),
     }
-    sim.set_faults("plc", Faults { exception: Some(4), ..Faults::default() });
-    let ok = address(json!({"register": "HoldingRegister", "offset": 1}), Some(PropertyType::Int));
+    sim.set_faults(
+        "plc",
+        Faults {
+            exception: Some(4),
+            ..Faults::default()
+        },
+    );
+    let ok = address(
+        json!({"register": "HoldingRegister", "offset": 1}),
+        Some(PropertyType::Int),
+    );
     match d.read(&ok).await {
         Err(DriverError::Device(f)) => assert_eq!(f.code, Some(4)),
         other => panic!("expected exception 4, got {other:?}"),
@@ -115,18 +148,41 @@ async fn dead_unit_on_a_gateway_does_not_stall_the_others() {
     let port = sim.tcp_addr("a").unwrap().port();
     // A second simulator process-wide is not needed: unit 2 simply does not exist
     // behind this address (exception 0x0B) and unit 1 is made silent in turn.
-    let one = ModbusDriver::connect(&config(json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 200}))).await.unwrap();
-    let two = ModbusDriver::connect(&config(json!({"ip": "127.0.0.1", "port": port, "slaveID": 2, "timeout": 200}))).await.unwrap();
-    assert!(std::sync::Arc::ptr_eq(one.link(), two.link()), "one connection per endpoint");
-    let reg = address(json!({"register": "HoldingRegister", "offset": 0}), Some(PropertyType::Int));
+    let one = ModbusDriver::connect(&config(
+        json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 200}),
+    ))
+    .await
+    .unwrap();
+    let two = ModbusDriver::connect(&config(
+        json!({"ip": "127.0.0.1", "port": port, "slaveID": 2, "timeout": 200}),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(one.link(), two.link()),
+        "one connection per endpoint"
+    );
+    let reg = address(
+        json!({"register": "HoldingRegister", "offset": 0}),
+        Some(PropertyType::Int),
+    );
     match two.read(&reg).await {
         Err(DriverError::Device(f)) => assert_eq!(f.code, Some(0x0B)),
         other => panic!("{other:?}"),
     }
-    sim.set_faults("a", Faults { silent: true, ..Faults::default() });
+    sim.set_faults(
+        "a",
+        Faults {
+            silent: true,
+            ..Faults::default()
+        },
+    );
     let t0 = Instant::now();
     assert!(matches!(one.read(&reg).await, Err(DriverError::Timeout(_))));
-    assert!(t0.elapsed() < Duration::from_millis(600), "bounded by the request timeout");
+    assert!(
+        t0.elapsed() < Duration::from_millis(600),
+        "bounded by the request timeout"
+    );
     sim.set_faults("a", Faults::default());
     // The link was dropped after the timeout and reopens by itself.
     assert_eq!(one.read(&reg).await.unwrap(), Value::Int(11));
@@ -136,7 +192,10 @@ async fn dead_unit_on_a_gateway_does_not_stall_the_others() {
 async fn dropped_connections_fail_then_recover() {
     let sim = sim_with_map().await;
     let d = connect(&sim, "plc", json!({})).await;
-    let reg = address(json!({"register": "HoldingRegister", "offset": 1}), Some(PropertyType::Int));
+    let reg = address(
+        json!({"register": "HoldingRegister", "offset": 1}),
+        Some(PropertyType::Int),
+    );
     assert_eq!(d.read(&reg).await.unwrap(), Value::Int(54321));
     let connects = d.link().connects();
     sim.drop_connections("plc");
@@ -151,8 +210,17 @@ async fn dropped_connections_fail_then_recover() {
 async fn latency_is_added() {
     let sim = sim_with_map().await;
     let d = connect(&sim, "plc", json!({"timeout": 1000})).await;
-    sim.set_faults("plc", Faults { latency_ms: 150, ..Faults::default() });
-    let reg = address(json!({"register": "HoldingRegister", "offset": 1}), Some(PropertyType::Int));
+    sim.set_faults(
+        "plc",
+        Faults {
+            latency_ms: 150,
+            ..Faults::default()
+        },
+    );
+    let reg = address(
+        json!({"register": "HoldingRegister", "offset": 1}),
+        Some(PropertyType::Int),
+    );
     let t0 = Instant::now();
     d.read(&reg).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(150));

@@ -12,23 +12,23 @@ use serde_json::{Value as Json, json};
 /// (address, words) of the holding table.
 pub fn holding() -> Vec<(u16, Vec<u16>)> {
     vec![
-        (0, vec![(-1234i16) as u16]),                  // int16
-        (1, vec![54321]),                              // uint16
-        (2, vec![0xF8A4, 0x32EB]),                     // int32 -123456789
-        (4, vec![0xB2D0, 0x5E00]),                     // uint32 3000000000
-        (6, vec![0xC148, 0x0000]),                     // float32 -12.5
-        (8, vec![0x4093, 0x4A45, 0x6D5C, 0xFAAD]),     // float64 1234.5678
-        (12, vec![0xFFE0, 0x068C, 0x3505, 0x8000]),    // int64 -9000000000000000
-        (16, vec![0x0DE0, 0xB6B3, 0xA764, 0x0000]),    // uint64 1000000000000000000
-        (20, vec![0x5678, 0x1234]),                    // int32 0x12345678, word swapped
-        (22, vec![0x3412, 0x7856]),                    // byte swapped
-        (24, vec![0x7856, 0x3412]),                    // both
-        (26, vec![625]),                               // ×0.1 −40 = 22.5
-        (30, vec![0x5255, 0x5354, 0x0000]),            // "RUST"
-        (40, vec![0b1010]),                            // bits 1 and 3
-        (50, vec![0]),                                 // write target
-        (51, vec![0, 0]),                              // write target, float32
-        (60, vec![0, 0, 0, 0]),                        // write target, int64 both swapped
+        (0, vec![(-1234i16) as u16]),               // int16
+        (1, vec![54321]),                           // uint16
+        (2, vec![0xF8A4, 0x32EB]),                  // int32 -123456789
+        (4, vec![0xB2D0, 0x5E00]),                  // uint32 3000000000
+        (6, vec![0xC148, 0x0000]),                  // float32 -12.5
+        (8, vec![0x4093, 0x4A45, 0x6D5C, 0xFAAD]),  // float64 1234.5678
+        (12, vec![0xFFE0, 0x068C, 0x3505, 0x8000]), // int64 -9000000000000000
+        (16, vec![0x0DE0, 0xB6B3, 0xA764, 0x0000]), // uint64 1000000000000000000
+        (20, vec![0x5678, 0x1234]),                 // int32 0x12345678, word swapped
+        (22, vec![0x3412, 0x7856]),                 // byte swapped
+        (24, vec![0x7856, 0x3412]),                 // both
+        (26, vec![625]),                            // ×0.1 −40 = 22.5
+        (30, vec![0x5255, 0x5354, 0x0000]),         // "RUST"
+        (40, vec![0b1010]),                         // bits 1 and 3
+        (50, vec![0]),                              // write target
+        (51, vec![0, 0]),                           // write target, float32
+        (60, vec![0, 0, 0, 0]),                     // write target, int64 both swapped
     ]
 }
 
@@ -46,7 +46,11 @@ pub fn discrete() -> Vec<(u16, Vec<u16>)> {
 
 /// The map as JSON for the Python server.
 pub fn map_json() -> Json {
-    let t = |v: Vec<(u16, Vec<u16>)>| v.into_iter().map(|(a, w)| json!([a, w])).collect::<Vec<_>>();
+    let t = |v: Vec<(u16, Vec<u16>)>| {
+        v.into_iter()
+            .map(|(a, w)| json!([a, w]))
+            .collect::<Vec<_>>()
+    };
     json!({"holding": t(holding()), "input": t(input()), "coils": t(coils()), "discrete": t(discrete())})
 }
 
@@ -60,26 +64,106 @@ pub fn address(v: Json, ty: Option<PropertyType>) -> ModbusAddress {
 pub fn reads() -> Vec<(Json, Option<PropertyType>, Value)> {
     use PropertyType::*;
     vec![
-        (json!({"register": "HoldingRegister", "offset": 0, "limit": 1, "dataType": "int16"}), Some(Int), Value::Int(-1234)),
-        (json!({"register": "HoldingRegister", "offset": 1, "limit": 1}), Some(Int), Value::Int(54321)),
-        (json!({"register": "HoldingRegister", "offset": 2, "limit": 2, "dataType": "int32"}), Some(Int), Value::Int(-123_456_789)),
-        (json!({"register": "HoldingRegister", "offset": 4, "limit": 2}), Some(Int), Value::Int(3_000_000_000)),
-        (json!({"register": "HoldingRegister", "offset": 6, "limit": 2}), Some(Float), Value::Float(-12.5)),
-        (json!({"register": "HoldingRegister", "offset": 8, "limit": 4}), Some(Double), Value::Float(1234.5678)),
-        (json!({"register": "HoldingRegister", "offset": 12, "dataType": "int64"}), Some(Int), Value::Int(-9_000_000_000_000_000)),
-        (json!({"register": "HoldingRegister", "offset": 16, "dataType": "uint64"}), Some(Int), Value::Int(1_000_000_000_000_000_000)),
-        (json!({"register": "HoldingRegister", "offset": 20, "dataType": "int32", "isRegisterSwap": true}), Some(Int), Value::Int(0x1234_5678)),
-        (json!({"register": "HoldingRegister", "offset": 22, "dataType": "int32", "isSwap": true}), Some(Int), Value::Int(0x1234_5678)),
-        (json!({"register": "HoldingRegister", "offset": 24, "dataType": "int32", "isSwap": true, "isRegisterSwap": true}), Some(Int), Value::Int(0x1234_5678)),
-        (json!({"register": "HoldingRegister", "offset": 26, "dataType": "int16", "scale": 0.1, "valueOffset": -40}), Some(Float), Value::Float(22.5)),
-        (json!({"register": "HoldingRegister", "offset": 30, "limit": 3}), Some(String), Value::String("RUST".into())),
-        (json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 3}), Some(Boolean), Value::Bool(true)),
-        (json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 2}), Some(Boolean), Value::Bool(false)),
-        (json!({"register": "InputRegister", "offset": 0, "limit": 1}), Some(Int), Value::Int(777)),
-        (json!({"register": "InputRegister", "offset": 1, "limit": 2}), Some(Float), Value::Float(3.25)),
-        (json!({"register": "CoilRegister", "offset": 5, "limit": 1}), Some(Boolean), Value::Bool(true)),
-        (json!({"register": "CoilRegister", "offset": 6}), Some(Boolean), Value::Bool(false)),
-        (json!({"register": "DiscreteInputRegister", "offset": 7, "limit": 1}), Some(Boolean), Value::Bool(true)),
+        (
+            json!({"register": "HoldingRegister", "offset": 0, "limit": 1, "dataType": "int16"}),
+            Some(Int),
+            Value::Int(-1234),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 1, "limit": 1}),
+            Some(Int),
+            Value::Int(54321),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 2, "limit": 2, "dataType": "int32"}),
+            Some(Int),
+            Value::Int(-123_456_789),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 4, "limit": 2}),
+            Some(Int),
+            Value::Int(3_000_000_000),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 6, "limit": 2}),
+            Some(Float),
+            Value::Float(-12.5),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 8, "limit": 4}),
+            Some(Double),
+            Value::Float(1234.5678),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 12, "dataType": "int64"}),
+            Some(Int),
+            Value::Int(-9_000_000_000_000_000),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 16, "dataType": "uint64"}),
+            Some(Int),
+            Value::Int(1_000_000_000_000_000_000),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 20, "dataType": "int32", "isRegisterSwap": true}),
+            Some(Int),
+            Value::Int(0x1234_5678),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 22, "dataType": "int32", "isSwap": true}),
+            Some(Int),
+            Value::Int(0x1234_5678),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 24, "dataType": "int32", "isSwap": true, "isRegisterSwap": true}),
+            Some(Int),
+            Value::Int(0x1234_5678),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 26, "dataType": "int16", "scale": 0.1, "valueOffset": -40}),
+            Some(Float),
+            Value::Float(22.5),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 30, "limit": 3}),
+            Some(String),
+            Value::String("RUST".into()),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 3}),
+            Some(Boolean),
+            Value::Bool(true),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 2}),
+            Some(Boolean),
+            Value::Bool(false),
+        ),
+        (
+            json!({"register": "InputRegister", "offset": 0, "limit": 1}),
+            Some(Int),
+            Value::Int(777),
+        ),
+        (
+            json!({"register": "InputRegister", "offset": 1, "limit": 2}),
+            Some(Float),
+            Value::Float(3.25),
+        ),
+        (
+            json!({"register": "CoilRegister", "offset": 5, "limit": 1}),
+            Some(Boolean),
+            Value::Bool(true),
+        ),
+        (
+            json!({"register": "CoilRegister", "offset": 6}),
+            Some(Boolean),
+            Value::Bool(false),
+        ),
+        (
+            json!({"register": "DiscreteInputRegister", "offset": 7, "limit": 1}),
+            Some(Boolean),
+            Value::Bool(true),
+        ),
     ]
 }
 
@@ -93,7 +177,10 @@ fn close(a: &Value, b: &Value) -> bool {
 /// Reads every visitor one by one and as one batch; both must match.
 pub async fn check_reads(d: &ModbusDriver) {
     let cases = reads();
-    let addrs: Vec<ModbusAddress> = cases.iter().map(|(v, t, _)| address(v.clone(), *t)).collect();
+    let addrs: Vec<ModbusAddress> = cases
+        .iter()
+        .map(|(v, t, _)| address(v.clone(), *t))
+        .collect();
     for (a, (v, _, want)) in addrs.iter().zip(&cases) {
         let got = d.read(a).await.unwrap_or_else(|e| panic!("{v}: {e}"));
         assert!(close(&got, want), "{v}: got {got:?}, want {want:?}");
@@ -113,28 +200,64 @@ pub async fn check_reads(d: &ModbusDriver) {
 pub async fn check_writes(d: &ModbusDriver) {
     use PropertyType::*;
     let cases = vec![
-        (json!({"register": "HoldingRegister", "offset": 50, "dataType": "int16"}), Some(Int), Value::Int(-321)),
-        (json!({"register": "HoldingRegister", "offset": 50, "limit": 1}), Some(Int), Value::Int(65000)),
-        (json!({"register": "HoldingRegister", "offset": 51, "limit": 2}), Some(Float), Value::Float(-0.75)),
-        (json!({"register": "HoldingRegister", "offset": 60, "dataType": "int64", "isSwap": true, "isRegisterSwap": true}), Some(Int), Value::Int(-77_000_000_000)),
-        (json!({"register": "HoldingRegister", "offset": 50, "dataType": "int16", "scale": 0.5}), Some(Float), Value::Float(-10.5)),
-        (json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 0}), Some(Boolean), Value::Bool(true)),
-        (json!({"register": "CoilRegister", "offset": 6}), Some(Boolean), Value::Bool(true)),
+        (
+            json!({"register": "HoldingRegister", "offset": 50, "dataType": "int16"}),
+            Some(Int),
+            Value::Int(-321),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 50, "limit": 1}),
+            Some(Int),
+            Value::Int(65000),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 51, "limit": 2}),
+            Some(Float),
+            Value::Float(-0.75),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 60, "dataType": "int64", "isSwap": true, "isRegisterSwap": true}),
+            Some(Int),
+            Value::Int(-77_000_000_000),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 50, "dataType": "int16", "scale": 0.5}),
+            Some(Float),
+            Value::Float(-10.5),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 0}),
+            Some(Boolean),
+            Value::Bool(true),
+        ),
+        (
+            json!({"register": "CoilRegister", "offset": 6}),
+            Some(Boolean),
+            Value::Bool(true),
+        ),
     ];
     for (v, t, val) in cases {
         let a = address(v.clone(), t);
-        d.write(&a, &val).await.unwrap_or_else(|e| panic!("write {v}: {e}"));
+        d.write(&a, &val)
+            .await
+            .unwrap_or_else(|e| panic!("write {v}: {e}"));
         let got = d.read(&a).await.unwrap();
         assert!(close(&got, &val), "{v}: read back {got:?}, wrote {val:?}");
     }
     // The bit write kept the other bits.
-    let b3 = address(json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 3}), Some(Boolean));
+    let b3 = address(
+        json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 3}),
+        Some(Boolean),
+    );
     assert_eq!(d.read(&b3).await.unwrap(), Value::Bool(true));
     // Read-only tables and values that do not fit are refused before any I/O.
     let ro = address(json!({"register": "InputRegister", "offset": 0}), Some(Int));
     let e = d.write(&ro, &Value::Int(1)).await.unwrap_err();
     assert!(e.to_string().contains("InputRegister is read-only"), "{e}");
-    let small = address(json!({"register": "HoldingRegister", "offset": 50, "limit": 1}), Some(Int));
+    let small = address(
+        json!({"register": "HoldingRegister", "offset": 50, "limit": 1}),
+        Some(Int),
+    );
     let e = d.write(&small, &Value::Int(70_000)).await.unwrap_err();
     assert!(e.to_string().contains("does not fit uint16"), "{e}");
 }
@@ -151,11 +274,19 @@ pub fn python() -> PathBuf {
     let p = std::env::var_os("DMI_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/test-env/venv/bin/python"));
-    assert!(p.exists(), "{} missing: run hack/test.sh (it creates the venv with pymodbus)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run hack/test.sh (it creates the venv with pymodbus)",
+        p.display()
+    );
     p
 }
 
 /// A free TCP port on loopback (bound and released; the peer binds it next).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
