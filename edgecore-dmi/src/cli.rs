@@ -66,6 +66,9 @@ pub fn render_table(s: &StatusView) -> String {
                 p.reported.clone().unwrap_or_else(|| "-".into()),
                 age(p.age_ms),
             ]);
+            if let Some(e) = &p.error {
+                notes.push((rows.len() - 1, format!("{}: {e}", p.name)));
+            }
             if let Some(r) = &p.desired_reason {
                 notes.push((
                     rows.len() - 1,

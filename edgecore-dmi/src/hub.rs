@@ -615,8 +615,9 @@ impl Hub {
                                 .filter(|v| !v.is_empty()),
                             desired_status: t.and_then(|t| t.desired_meta.get("status").cloned()),
                             desired_reason: t.and_then(|t| t.desired_meta.get("reason").cloned()),
-                            reported: t.map(|t| t.reported.clone()),
+                            reported: t.map(|t| t.reported.clone()).filter(|r| !r.is_empty()),
                             age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
+                            error: t.and_then(|t| t.reported_meta.get("error").cloned()),
                         }
                     })
                     .collect();

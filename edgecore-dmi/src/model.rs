@@ -87,6 +87,9 @@ pub struct PropertyView {
     pub reported: Option<String>,
     /// Age of the reported value, ms.
     pub age_ms: Option<u64>,
+    /// The mapper's error for this property (bad visitor, bad protocol config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A device as `edgecore-dmi devices` shows it.

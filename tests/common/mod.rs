@@ -118,11 +118,16 @@ impl Node {
     }
 
     pub fn start_virtual_mapper(&mut self) {
-        let child = Command::new(bin("mapper-virtual"))
+        self.start_mapper("virtual");
+    }
+
+    /// Starts `mapper-<protocol>` with `examples/config/<protocol>-mapper.yaml`.
+    pub fn start_mapper(&mut self, protocol: &str) {
+        let child = Command::new(bin(&format!("mapper-{protocol}")))
             .arg("--config-file")
-            .arg(repo().join("examples/config/virtual-mapper.yaml"))
+            .arg(repo().join(format!("examples/config/{protocol}-mapper.yaml")))
             .arg("--socket-path")
-            .arg(self.path("virtual.sock"))
+            .arg(self.path(&format!("{protocol}.sock")))
             .arg("--edgecore-sock")
             .arg(self.dmi_sock())
             .env("RUST_LOG", "info")
@@ -188,6 +193,81 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A `modbus-sim` process driven through its stdin commands.
+#[derive(Debug)]
+pub struct ModbusSim {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// `READY` lines: device name → `host:port` (or serial path).
+    pub reach: std::collections::HashMap<String, String>,
+}
+
+impl ModbusSim {
+    /// Starts the simulator with `yaml` (written next to `dir`).
+    pub fn start(dir: &Path, name: &str, yaml: &str) -> Self {
+        use std::io::BufRead;
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, yaml).unwrap();
+        let mut child = Command::new(bin("modbus-sim"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let devices = yaml.matches("- name:").count();
+        let mut reach = std::collections::HashMap::new();
+        for _ in 0..devices {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let w: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(w.first(), Some(&"READY"), "modbus-sim: {line}");
+            reach.insert(w[1].to_owned(), w[3].to_owned());
+        }
+        Self {
+            child,
+            stdin,
+            stdout,
+            reach,
+        }
+    }
+
+    /// The TCP port of `device`.
+    pub fn port(&self, device: &str) -> u16 {
+        self.reach[device]
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Sends a control command; returns the answer line.
+    pub fn command(&mut self, cmd: &str) -> String {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// Kills the process (SIGKILL): the devices vanish from the network.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ModbusSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -113,6 +113,9 @@ pub(crate) async fn run_device<D: Driver>(
                 task.set_error(None);
                 tracing::info!(device = %id, "connected");
                 task.set_state(DeviceState::Online);
+                // A device that was away may have lost its settings: apply the
+                // desired values again on every (re)connect.
+                task.reapply_desired();
                 let exit = task
                     .run_connected(&driver, &mut desired_rx, &shutdown)
                     .await;
@@ -157,6 +160,7 @@ impl<D: Driver> DeviceTask<D> {
     fn new(ctx: DeviceCtx) -> Self {
         let now = Instant::now();
         let mut props = Vec::new();
+        let mut config_errors = Vec::new();
         for p in &ctx.spec.properties {
             let model = ctx.model.properties.get(&p.name).cloned();
             if model.is_none() {
@@ -195,10 +199,12 @@ impl<D: Driver> DeviceTask<D> {
                         .properties
                         .entry(p.name.clone())
                         .or_default()
-                        .error = Some(msg);
+                        .error = Some(msg.clone());
+                    config_errors.push((p.name.clone(), msg));
                 }
             }
         }
+        report_config_errors(&ctx, config_errors);
         let state_next = ctx.spec.state_report.map(|c| now + c);
         {
             let mut snap = lock(&ctx.snapshot);
@@ -238,6 +244,15 @@ impl<D: Driver> DeviceTask<D> {
                 device_namespace: self.ctx.spec.id.namespace.clone(),
                 state: self.state.as_str().to_owned(),
             }));
+    }
+
+    /// Marks applied desired values for writing again (after a reconnect).
+    fn reapply_desired(&mut self) {
+        for p in &mut self.props {
+            if p.outcome == DesiredOutcome::Applied {
+                p.outcome = DesiredOutcome::Pending;
+            }
+        }
     }
 
     /// Takes the desired values of an updated spec (only desired values changed).
@@ -444,6 +459,47 @@ impl<D: Driver> DeviceTask<D> {
         });
         Ok(())
     }
+}
+
+/// Makes configuration errors visible upstream: a twin per broken property with
+/// an empty reported value (which stock EdgeCore accepts) and the reason in
+/// `reported.metadata.error`.
+fn report_config_errors(ctx: &DeviceCtx, errors: Vec<(String, String)>) {
+    if errors.is_empty() {
+        return;
+    }
+    let ts = now_ms();
+    let twins = errors
+        .into_iter()
+        .map(|(name, msg)| {
+            let meta: HashMap<String, String> = [
+                ("timestamp".to_owned(), ts.clone()),
+                ("error".to_owned(), msg),
+            ]
+            .into_iter()
+            .collect();
+            pb::Twin {
+                property_name: name,
+                reported: Some(pb::TwinProperty {
+                    value: String::new(),
+                    metadata: meta,
+                }),
+                observed_desired: Some(pb::TwinProperty {
+                    value: String::new(),
+                    metadata: HashMap::new(),
+                }),
+            }
+        })
+        .collect();
+    ctx.reporter
+        .send(Upstream::Status(pb::ReportDeviceStatusRequest {
+            device_name: ctx.spec.id.name.clone(),
+            device_namespace: ctx.spec.id.namespace.clone(),
+            reported_device: Some(pb::DeviceStatus {
+                twins,
+                ..Default::default()
+            }),
+        }));
 }
 
 /// Next due time on a fixed grid; ticks missed while busy are skipped, not bunched.

@@ -79,7 +79,11 @@ pub(crate) fn decode_registers(a: &ModbusAddress, words: &[u16]) -> DriverResult
                 .map(Value::Int)
                 .unwrap_or(Value::Float(v as f64))
         }
-        DataType::Float32 => Value::Float(f64::from(f32::from_be_bytes(arr(&b)))),
+        DataType::Float32 => {
+            // The shortest text of the float32, as f64: 1.8f reads as 1.8, not 1.7999999523.
+            let f = f32::from_be_bytes(arr(&b));
+            Value::Float(f.to_string().parse().unwrap_or(f64::from(f)))
+        }
         DataType::Float64 => Value::Float(f64::from_be_bytes(arr(&b))),
         DataType::String => {
             let end = b
@@ -252,7 +256,7 @@ mod tests {
             (DataType::Uint32, Value::Int(4_000_000_000)),
             (DataType::Int64, Value::Int(-9_000_000_000_000_000_000)),
             (DataType::Uint64, Value::Int(9_000_000_000_000_000_000)),
-            (DataType::Float32, Value::Float(-273.15f32 as f64)),
+            (DataType::Float32, Value::Float(-273.15)),
             (DataType::Float64, Value::Float(6.02214076e23)),
             (DataType::Bool, Value::Bool(true)),
         ];
