@@ -36,6 +36,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 type Shared<T> = Arc<Mutex<T>>;
+/// Units that listen at one place: (device name, unit id, state).
+type Group = Vec<(String, u8, Shared<Unit>)>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -204,8 +206,8 @@ impl Simulator {
         let mut devices = HashMap::new();
         let mut order = Vec::new();
         // Group units by where they listen.
-        let mut tcp_groups: Vec<(String, Vec<(String, u8, Shared<Unit>)>)> = Vec::new();
-        let mut rtu_groups: Vec<(RtuConfig, Vec<(String, u8, Shared<Unit>)>)> = Vec::new();
+        let mut tcp_groups: Vec<(String, Group)> = Vec::new();
+        let mut rtu_groups: Vec<(RtuConfig, Group)> = Vec::new();
         for d in &cfg.devices {
             let unit = Arc::new(Mutex::new(Unit::new(d).map_err(io::Error::other)?));
             if devices.contains_key(&d.name) || order.contains(&d.name) {
