@@ -68,7 +68,7 @@ fn modbus_devices_desired_values_and_unplugging() {
         &plant.replace("127.0.0.1:15020", "127.0.0.1:0"),
     );
     let boiler_port = boiler_sim.port("boiler");
-    let pump_sim = ModbusSim::start(node.dir.path(), "pump", PUMP_SIM);
+    let mut pump_sim = ModbusSim::start(node.dir.path(), "pump", PUMP_SIM);
     let boiler_yaml = std::fs::read_to_string(repo().join("examples/devices/boiler.yaml")).unwrap();
     std::fs::write(
         node.path("devices/boiler.yaml"),
@@ -113,6 +113,16 @@ fn modbus_devices_desired_values_and_unplugging() {
     assert_eq!(boiler_sim.command("get boiler coil 0"), "1");
     wait_for("pump twins", 30, || {
         fresh(&node, "default/pump-1", "strokes", 1000).then_some(())
+    });
+
+    // Modbus exceptions are device faults: the pump turns unhealthy, then recovers.
+    assert_eq!(pump_sim.command("exception pump 4"), "ok");
+    wait_for("pump unhealthy", 30, || {
+        (node.device("default/pump-1")?.state.as_deref() == Some("unhealthy")).then_some(())
+    });
+    assert_eq!(pump_sim.command("exception pump off"), "ok");
+    wait_for("pump online again", 30, || {
+        (node.device("default/pump-1")?.state.as_deref() == Some("online")).then_some(())
     });
 
     // A desired value edited in the YAML reaches the holding register.
