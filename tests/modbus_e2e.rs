@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{ModbusSim, Node, prop, repo, wait_for};
+use e2e_tests::{ModbusSim, Node, free_port, http_get, metric, prop, repo, wait_for};
 
 const PUMP_SIM: &str = "devices:
   - name: pump
@@ -81,7 +81,16 @@ fn modbus_devices_desired_values_and_unplugging() {
     )
     .unwrap();
     node.start_edgecore();
-    node.start_mapper("modbus");
+    let metrics_port = free_port();
+    node.start_mapper_with(
+        "modbus",
+        &[
+            "--http-port",
+            &metrics_port.to_string(),
+            "--http-bind",
+            "127.0.0.1",
+        ],
+    );
 
     // Both devices report; the desired set-point and pump state were written.
     let d = wait_for("boiler twins", 30, || {
@@ -110,6 +119,14 @@ fn modbus_devices_desired_values_and_unplugging() {
         .unwrap();
     assert!((1.5..=2.1).contains(&p), "pressure {p}");
     assert_eq!(boiler_sim.command("get boiler holding 10"), "60");
+    // Read planning through the real runtime: 4 properties in 3 requests per tick
+    // (holding 0 and 10 merged, input 0-1, coil 0), visible in the metrics.
+    let text = wait_for("metrics", 10, || http_get(metrics_port, "/metrics"));
+    let boiler = |series: &str| metric(&text, &format!("{series}{{device=\"default/boiler-1\"}}"));
+    assert_eq!(boiler("mapper_last_tick_properties"), Some(4.0), "{text}");
+    assert_eq!(boiler("mapper_last_tick_requests"), Some(3.0), "{text}");
+    assert!(boiler("mapper_reads_total").unwrap_or(0.0) >= 4.0, "{text}");
+    assert_eq!(boiler("mapper_device_online"), Some(1.0), "{text}");
     assert_eq!(boiler_sim.command("get boiler coil 0"), "1");
     wait_for("pump twins", 30, || {
         fresh(&node, "default/pump-1", "strokes", 1000).then_some(())

@@ -10,7 +10,7 @@
 //!   protocol: virtual                         # must equal the devices' protocolName
 //!   address: 127.0.0.1                        # accepted, unused (as upstream)
 //!   edgecore_sock: /etc/kubeedge/dmi.sock     # EdgeCore's DMI socket
-//!   http_port: "7777"                         # data panel port (reserved)
+//!   http_port: "7777"                         # HTTP port: /metrics, /healthz (off when absent)
 //! runtime:                                    # extension, all optional
 //!   io_timeout: 5s                            # deadline of each driver call
 //!   backoff_min: 500ms
@@ -120,6 +120,12 @@ pub struct Flags {
     /// Protocol (overrides common.protocol).
     #[arg(long)]
     pub protocol: Option<String>,
+    /// HTTP port for /metrics (overrides common.http_port).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Address for the HTTP port.
+    #[arg(long)]
+    pub http_bind: Option<std::net::IpAddr>,
     /// Log filter, e.g. `info` or `mapper_sdk=debug` (RUST_LOG also works).
     #[arg(long, env = "MAPPER_LOG", default_value = "info")]
     pub log: String,
@@ -140,8 +146,10 @@ pub struct MapperConfig {
     pub socket_path: PathBuf,
     /// EdgeCore's DMI socket.
     pub edgecore_sock: PathBuf,
-    /// Data panel port.
+    /// HTTP port for `/metrics` (mapper-framework's data panel port); none: off.
     pub http_port: Option<u16>,
+    /// Address the HTTP port binds to (all interfaces, as mapper-framework).
+    pub http_bind: std::net::IpAddr,
     /// Runtime tuning.
     pub runtime: RuntimeConfig,
 }
@@ -160,6 +168,7 @@ impl MapperConfig {
             socket_path: PathBuf::from(format!("/etc/kubeedge/{protocol}.sock")),
             edgecore_sock: PathBuf::from(DEFAULT_EDGECORE_SOCK),
             http_port: None,
+            http_bind: std::net::IpAddr::from([0, 0, 0, 0]),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -219,6 +228,12 @@ impl MapperConfig {
         }
         if let Some(v) = &flags.protocol {
             c.protocol = v.clone();
+        }
+        if let Some(v) = flags.http_port {
+            c.http_port = Some(v);
+        }
+        if let Some(v) = flags.http_bind {
+            c.http_bind = v;
         }
         c.validate()?;
         Ok(c)

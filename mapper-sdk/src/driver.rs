@@ -112,6 +112,13 @@ pub trait Driver: Send + Sync + Sized + 'static {
         value: &Value,
     ) -> impl Future<Output = DriverResult<()>> + Send;
 
+    /// Protocol requests made so far (a monotonic count), for drivers that batch
+    /// several properties per request. The SDK reports the per-tick difference as
+    /// the `mapper_last_tick_requests` and `mapper_driver_requests_total` metrics.
+    fn io_requests(&self) -> Option<u64> {
+        None
+    }
+
     /// The device's own view of its state; the SDK combines it with read results.
     fn state(&self) -> impl Future<Output = DeviceState> + Send {
         async { DeviceState::Online }

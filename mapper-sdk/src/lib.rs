@@ -18,7 +18,9 @@
 //!   dropped silently; an UpdateDevice that changes only desired values does not
 //!   reconnect the device;
 //! * reads mapper-framework's `config.yaml`, logs with `tracing`, stops cleanly on
-//!   SIGTERM or Ctrl-C.
+//!   SIGTERM or Ctrl-C;
+//! * serves Prometheus metrics at `/metrics` on `common.http_port` when set
+//!   (see [`Metrics`] for the list).
 //!
 //! Layering: `mappers/* → mapper-sdk → dmi-proto`. Drivers never see tonic or the
 //! DMI types.
@@ -54,6 +56,7 @@ mod device;
 mod dmi;
 mod driver;
 mod error;
+mod metrics;
 mod report;
 mod runtime;
 mod typed;
@@ -68,6 +71,7 @@ pub use device::{
 };
 pub use driver::{DeviceState, Driver};
 pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError};
+pub use metrics::Metrics;
 pub use report::{REPORT_LANES, REPORT_QUEUE};
 pub use runtime::{DesiredOutcome, DeviceSnapshot, Panel, PropertySnapshot};
 pub use value::{
@@ -115,13 +119,24 @@ impl<D: Driver> Mapper<D> {
         cfg.validate()?;
         let listener = transport::bind(&cfg.socket_path).await?;
         let tracker = TaskTracker::new();
-        let (reporter, rx) = report::Reporter::new();
+        let metrics = Arc::new(Metrics::new());
+        let (reporter, rx) = report::Reporter::new(metrics.clone());
         let panel = Arc::new(Panel::<D>::new(
             cfg.runtime.clone(),
             reporter,
+            metrics.clone(),
             tracker.clone(),
             shutdown.clone(),
         ));
+        if let Some(port) = cfg.http_port {
+            let addr = std::net::SocketAddr::from((cfg.http_bind, port));
+            let (m, sd) = (metrics.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = metrics::serve(addr, m, sd).await {
+                    tracing::error!(%addr, error = %e, "metrics endpoint failed");
+                }
+            });
+        }
         let client = DeviceManagerServiceClient::new(transport::channel(
             &cfg.edgecore_sock,
             ChannelOptions {
@@ -146,6 +161,7 @@ impl<D: Driver> Mapper<D> {
             client.clone(),
             rx,
             reregister.clone(),
+            metrics,
             shutdown.clone(),
         ));
         tracker.spawn(dmi::client::register_loop(

@@ -8,10 +8,11 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dmi_proto::v1beta1 as pb;
 use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
 
 /// Total capacity of the queues between device tasks and EdgeCore.
 pub const REPORT_QUEUE: usize = 4096;
@@ -42,18 +43,18 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub(crate) struct Reporter {
     lanes: Arc<[mpsc::Sender<Upstream>]>,
-    dropped: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Reporter {
-    pub(crate) fn new() -> (Self, Vec<mpsc::Receiver<Upstream>>) {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> (Self, Vec<mpsc::Receiver<Upstream>>) {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..REPORT_LANES)
             .map(|_| mpsc::channel(REPORT_QUEUE / REPORT_LANES))
             .unzip();
         (
             Self {
                 lanes: txs.into(),
-                dropped: Arc::new(AtomicU64::new(0)),
+                metrics,
             },
             rxs,
         )
@@ -64,7 +65,7 @@ impl Reporter {
         msg.device().hash(&mut h);
         let lane = (h.finish() % self.lanes.len() as u64) as usize;
         if let Err(mpsc::error::TrySendError::Full(_)) = self.lanes[lane].try_send(msg) {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self.metrics.reports_dropped.inc() + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
                     dropped_total = n,

@@ -123,7 +123,13 @@ impl Node {
 
     /// Starts `mapper-<protocol>` with `examples/config/<protocol>-mapper.yaml`.
     pub fn start_mapper(&mut self, protocol: &str) {
+        self.start_mapper_with(protocol, &[]);
+    }
+
+    /// As [`Self::start_mapper`], with extra flags.
+    pub fn start_mapper_with(&mut self, protocol: &str, extra: &[&str]) {
         let child = Command::new(bin(&format!("mapper-{protocol}")))
+            .args(extra)
             .arg("--config-file")
             .arg(repo().join(format!("examples/config/{protocol}-mapper.yaml")))
             .arg("--socket-path")
@@ -269,6 +275,35 @@ impl Drop for ModbusSim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free TCP port on loopback (bound and released; the peer binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from `127.0.0.1:port` over plain HTTP/1.0; the body.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
+}
+
+/// The value of one Prometheus sample line starting with `series`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 pub fn prop<'a>(d: &'a DeviceView, name: &str) -> &'a PropertyView {

@@ -35,14 +35,18 @@ pub(crate) async fn report_loop(
     client: Client,
     lanes: Vec<mpsc::Receiver<Upstream>>,
     reregister: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     let all = futures::future::join_all(lanes.into_iter().map(|mut rx| {
         let mut client = client.clone();
         let reregister = reregister.clone();
+        let metrics = metrics.clone();
         async move {
             while let Some(msg) = rx.recv().await {
-                send_one(&mut client, msg, &reregister).await;
+                if !send_one(&mut client, msg, &reregister).await {
+                    metrics.reports_failed.inc();
+                }
             }
         }
     }));
@@ -52,7 +56,8 @@ pub(crate) async fn report_loop(
     }
 }
 
-async fn send_one(client: &mut Client, msg: Upstream, reregister: &Notify) {
+/// Sends one report; false when it did not arrive.
+async fn send_one(client: &mut Client, msg: Upstream, reregister: &Notify) -> bool {
     let (what, res) = match msg {
         Upstream::Status(r) => {
             let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
@@ -63,14 +68,14 @@ async fn send_one(client: &mut Client, msg: Upstream, reregister: &Notify) {
             (what, client.report_device_states(r).await.map(|_| ()))
         }
     };
-    if let Err(status) = res {
-        if is_connection_error(status.code()) {
-            tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
-            reregister.notify_one();
-        } else {
-            tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
-        }
+    let Err(status) = res else { return true };
+    if is_connection_error(status.code()) {
+        tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
+        reregister.notify_one();
+    } else {
+        tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
     }
+    false
 }
 
 /// Identity of the socket file, to notice an EdgeCore restart (a new socket).

@@ -16,6 +16,7 @@ use crate::config::RuntimeConfig;
 use crate::device::{DeviceModel, DeviceSpec, ModelProperty};
 use crate::driver::{DeviceState, Driver};
 use crate::error::DriverError;
+use crate::metrics::{DeviceLabel, Metrics, OutcomeLabel};
 use crate::report::{Reporter, Upstream};
 use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
 
@@ -27,6 +28,9 @@ pub(crate) struct DeviceCtx {
     pub(crate) runtime: RuntimeConfig,
     pub(crate) reporter: Reporter,
     pub(crate) snapshot: Arc<Mutex<DeviceSnapshot>>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// This device's metric label, built once.
+    pub(crate) label: DeviceLabel,
 }
 
 struct Prop<A> {
@@ -230,6 +234,11 @@ impl<D: Driver> DeviceTask<D> {
         let changed = s != self.state;
         self.state = s;
         lock(&self.ctx.snapshot).state = s;
+        self.ctx
+            .metrics
+            .online
+            .get_or_create(&self.ctx.label)
+            .set(i64::from(s == DeviceState::Online));
         if changed {
             tracing::info!(device = %self.ctx.spec.id, state = s.as_str(), "device state");
             self.send_state();
@@ -350,6 +359,11 @@ impl<D: Driver> DeviceTask<D> {
                     tracing::info!(device = %self.ctx.spec.id, property = %p.name, desired = %desired, "desired value written")
                 }
             }
+            let label = OutcomeLabel {
+                device: self.ctx.label.device.clone(),
+                outcome: outcome.status().to_owned(),
+            };
+            self.ctx.metrics.desired_writes.get_or_create(&label).inc();
             p.outcome = outcome.clone();
             // Read it back on the next tick so reported converges quickly.
             p.next_due = Instant::now();
@@ -377,6 +391,7 @@ impl<D: Driver> DeviceTask<D> {
             .runtime
             .io_timeout
             .saturating_mul(due.len().min(8) as u32);
+        let requests_before = driver.io_requests();
         let results = match timeout(deadline, driver.read_batch(&addrs)).await {
             Ok(r) if r.len() == due.len() => r,
             Ok(r) => {
@@ -385,6 +400,18 @@ impl<D: Driver> DeviceTask<D> {
             }
             Err(_) => return Err(format!("reads timed out after {deadline:?}")),
         };
+        let m = &self.ctx.metrics;
+        m.ticks.get_or_create(&self.ctx.label).inc();
+        m.last_tick_properties
+            .get_or_create(&self.ctx.label)
+            .set(due.len() as i64);
+        if let (Some(before), Some(after)) = (requests_before, driver.io_requests()) {
+            let n = after.saturating_sub(before);
+            m.driver_requests.get_or_create(&self.ctx.label).inc_by(n);
+            m.last_tick_requests
+                .get_or_create(&self.ctx.label)
+                .set(n as i64);
+        }
         let ts = now_ms();
         let read_at = SystemTime::now();
         let mut twins = Vec::new();
@@ -431,6 +458,10 @@ impl<D: Driver> DeviceTask<D> {
                 }
             }
         }
+        m.reads.get_or_create(&self.ctx.label).inc_by(ok as u64);
+        m.read_errors
+            .get_or_create(&self.ctx.label)
+            .inc_by((due.len() - ok) as u64);
         if !twins.is_empty() {
             self.ctx
                 .reporter

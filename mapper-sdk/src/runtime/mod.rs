@@ -29,6 +29,7 @@ use crate::config::RuntimeConfig;
 use crate::device::{DeviceModel, DeviceSpec, ObjectId, device_from_proto, model_from_proto};
 use crate::driver::Driver;
 use crate::error::SpecError;
+use crate::metrics::Metrics;
 use crate::report::Reporter;
 
 /// How long a restarting device waits for its old task to let go.
@@ -59,6 +60,7 @@ pub struct Panel<D: Driver> {
     state: Mutex<State>,
     runtime: RuntimeConfig,
     reporter: Reporter,
+    metrics: Arc<Metrics>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     _driver: PhantomData<fn() -> D>,
@@ -78,6 +80,7 @@ impl<D: Driver> Panel<D> {
     pub(crate) fn new(
         runtime: RuntimeConfig,
         reporter: Reporter,
+        metrics: Arc<Metrics>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -85,6 +88,7 @@ impl<D: Driver> Panel<D> {
             state: Mutex::new(State::default()),
             runtime,
             reporter,
+            metrics,
             tracker,
             shutdown,
             _driver: PhantomData,
@@ -188,6 +192,8 @@ impl<D: Driver> Panel<D> {
             runtime: self.runtime.clone(),
             reporter: self.reporter.clone(),
             snapshot: entry.snapshot.clone(),
+            metrics: self.metrics.clone(),
+            label: Metrics::device(id),
         };
         let token = cancel.clone();
         let span = tracing::info_span!("device", device = %id);

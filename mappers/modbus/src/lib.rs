@@ -149,6 +149,10 @@ impl Driver for ModbusDriver {
         addr.prepare(model_type)
     }
 
+    fn io_requests(&self) -> Option<u64> {
+        Some(self.requests())
+    }
+
     async fn connect(cfg: &ModbusConfig) -> DriverResult<Self> {
         let endpoint = cfg.endpoint()?;
         let link = Link::get(&endpoint);

@@ -1,0 +1,184 @@
+//! Prometheus metrics of a mapper, served as text at `/metrics` on the mapper's
+//! HTTP port (`common.http_port`) when one is configured.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `mapper_ticks_total` | device | collect ticks |
+//! | `mapper_reads_total` | device | property values read |
+//! | `mapper_read_errors_total` | device | property reads that failed |
+//! | `mapper_driver_requests_total` | device | protocol requests the driver made (drivers that count them, e.g. Modbus) |
+//! | `mapper_last_tick_requests` | device | protocol requests of the device's last tick |
+//! | `mapper_last_tick_properties` | device | properties read in the device's last tick |
+//! | `mapper_desired_writes_total` | device, outcome | desired values applied or rejected |
+//! | `mapper_device_online` | device | 1 while the device is online |
+//! | `mapper_reports_dropped_total` | | reports dropped because EdgeCore was too slow or away |
+//! | `mapper_reports_failed_total` | | reports EdgeCore did not accept |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// `device` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DeviceLabel {
+    pub(crate) device: String,
+}
+
+/// `device` and `outcome` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub(crate) device: String,
+    pub(crate) outcome: String,
+}
+
+/// All metrics of one mapper.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) ticks: Family<DeviceLabel, Counter>,
+    pub(crate) reads: Family<DeviceLabel, Counter>,
+    pub(crate) read_errors: Family<DeviceLabel, Counter>,
+    pub(crate) driver_requests: Family<DeviceLabel, Counter>,
+    pub(crate) last_tick_requests: Family<DeviceLabel, Gauge>,
+    pub(crate) last_tick_properties: Family<DeviceLabel, Gauge>,
+    pub(crate) desired_writes: Family<OutcomeLabel, Counter>,
+    pub(crate) online: Family<DeviceLabel, Gauge>,
+    pub(crate) reports_dropped: Counter,
+    pub(crate) reports_failed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            ticks: Family::default(),
+            reads: Family::default(),
+            read_errors: Family::default(),
+            driver_requests: Family::default(),
+            last_tick_requests: Family::default(),
+            last_tick_properties: Family::default(),
+            desired_writes: Family::default(),
+            online: Family::default(),
+            reports_dropped: Counter::default(),
+            reports_failed: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("mapper_ticks", "Collect ticks", m.ticks.clone());
+        registry.register("mapper_reads", "Property values read", m.reads.clone());
+        registry.register(
+            "mapper_read_errors",
+            "Property reads that failed",
+            m.read_errors.clone(),
+        );
+        registry.register(
+            "mapper_driver_requests",
+            "Protocol requests made by the driver",
+            m.driver_requests.clone(),
+        );
+        registry.register(
+            "mapper_last_tick_requests",
+            "Protocol requests of the last tick",
+            m.last_tick_requests.clone(),
+        );
+        registry.register(
+            "mapper_last_tick_properties",
+            "Properties read in the last tick",
+            m.last_tick_properties.clone(),
+        );
+        registry.register(
+            "mapper_desired_writes",
+            "Desired values applied or rejected",
+            m.desired_writes.clone(),
+        );
+        registry.register(
+            "mapper_device_online",
+            "1 while the device is online",
+            m.online.clone(),
+        );
+        registry.register(
+            "mapper_reports_dropped",
+            "Reports dropped while EdgeCore was slow or away",
+            m.reports_dropped.clone(),
+        );
+        registry.register(
+            "mapper_reports_failed",
+            "Reports EdgeCore did not accept",
+            m.reports_failed.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    pub(crate) fn device(id: &impl std::fmt::Display) -> DeviceLabel {
+        DeviceLabel {
+            device: id.to_string(),
+        }
+    }
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `shutdown`.
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    m: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics at /metrics");
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(m);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new();
+        m.reads.get_or_create(&Metrics::device(&"ns/a")).inc_by(3);
+        m.reports_dropped.inc();
+        let text = m.render();
+        assert!(
+            text.contains("mapper_reads_total{device=\"ns/a\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("mapper_reports_dropped_total 1"), "{text}");
+    }
+}
