@@ -19,9 +19,18 @@ use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
 use crate::config::{Endpoint, Parity};
 
-/// Every open link by endpoint; entries die with their last device.
-static POOL: LazyLock<Mutex<HashMap<Endpoint, Weak<Link>>>> =
+/// Every open link by where it goes (host and port, or serial path); entries
+/// die with their last device.
+static POOL: LazyLock<Mutex<HashMap<String, Weak<Link>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Pool key: a serial port has one owner whatever line settings devices ask for.
+fn pool_key(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Tcp { host, port } => format!("tcp://{host}:{port}"),
+        Endpoint::Rtu { path, .. } => format!("rtu://{path}"),
+    }
+}
 
 /// A shared connection to one endpoint.
 pub struct Link {
@@ -54,7 +63,14 @@ impl Link {
     pub fn get(endpoint: &Endpoint) -> Arc<Link> {
         let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
         pool.retain(|_, w| w.strong_count() > 0);
-        if let Some(link) = pool.get(endpoint).and_then(Weak::upgrade) {
+        let key = pool_key(endpoint);
+        if let Some(link) = pool.get(&key).and_then(Weak::upgrade) {
+            if link.endpoint != *endpoint {
+                tracing::warn!(
+                    port = %key, using = ?link.endpoint, asked = ?endpoint,
+                    "devices on one serial port disagree on line settings; the first device's settings are used"
+                );
+            }
             return link;
         }
         let link = Arc::new(Link {
@@ -63,7 +79,7 @@ impl Link {
             requests: AtomicU64::new(0),
             connects: AtomicU64::new(0),
         });
-        pool.insert(endpoint.clone(), Arc::downgrade(&link));
+        pool.insert(key, Arc::downgrade(&link));
         link
     }
 
