@@ -4,6 +4,7 @@
 //! (top-level scalars only), `deviceModelReference` is the model name, and the
 //! state-report settings come from `spec.stateReport` (v1.23) or the legacy status.
 
+use device_crds::MetaExt;
 use std::collections::HashMap;
 
 use device_crds::{Device, DeviceModel, FreeForm, PushMethod};
@@ -194,7 +195,7 @@ pub fn device_to_proto(
         (None, None) => (false, 0),
     };
     Ok(pb::Device {
-        name: d.metadata.name.clone(),
+        name: d.metadata.name_str().to_owned(),
         namespace: d.metadata.namespace_or_default().to_owned(),
         spec: Some(pb::DeviceSpec {
             device_model_reference: spec.model_name().unwrap_or_default().to_owned(),
@@ -228,7 +229,7 @@ pub fn device_to_proto(
 /// Builds the DMI `DeviceModel` (v1beta1 carries no protocol or visitors in it).
 pub fn model_to_proto(m: &DeviceModel) -> pb::DeviceModel {
     pb::DeviceModel {
-        name: m.metadata.name.clone(),
+        name: m.metadata.name_str().to_owned(),
         namespace: m.metadata.namespace_or_default().to_owned(),
         spec: Some(pb::DeviceModelSpec {
             properties: m

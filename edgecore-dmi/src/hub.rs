@@ -4,6 +4,7 @@
 //! restart or a burst of changes all converge the same way), and the persister
 //! writes changed records to the store.
 
+use device_crds::MetaExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -143,12 +144,18 @@ impl Hub {
             let mut st = self.lock();
             for m in models {
                 st.models.insert(
-                    key(m.crd.metadata.namespace_or_default(), &m.crd.metadata.name),
+                    key(
+                        m.crd.metadata.namespace_or_default(),
+                        m.crd.metadata.name_str(),
+                    ),
                     m,
                 );
             }
             for d in devices {
-                let k = key(d.crd.metadata.namespace_or_default(), &d.crd.metadata.name);
+                let k = key(
+                    d.crd.metadata.namespace_or_default(),
+                    d.crd.metadata.name_str(),
+                );
                 let entry = self.entry(&st, d);
                 st.devices.insert(k, entry);
             }
@@ -213,7 +220,10 @@ impl Hub {
             .into_iter()
             .map(|m| {
                 (
-                    key(m.crd.metadata.namespace_or_default(), &m.crd.metadata.name),
+                    key(
+                        m.crd.metadata.namespace_or_default(),
+                        m.crd.metadata.name_str(),
+                    ),
                     m,
                 )
             })
@@ -243,7 +253,10 @@ impl Hub {
             .into_iter()
             .map(|d| {
                 (
-                    key(d.crd.metadata.namespace_or_default(), &d.crd.metadata.name),
+                    key(
+                        d.crd.metadata.namespace_or_default(),
+                        d.crd.metadata.name_str(),
+                    ),
                     d,
                 )
             })
@@ -623,7 +636,7 @@ impl Hub {
                     .collect();
                 DeviceView {
                     namespace: crd.metadata.namespace_or_default().to_owned(),
-                    name: crd.metadata.name.clone(),
+                    name: crd.metadata.name_str().to_owned(),
                     model: crd.spec.model_name().unwrap_or_default().to_owned(),
                     protocol,
                     mappers,

@@ -23,6 +23,9 @@
 
 use std::collections::BTreeMap;
 
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -30,33 +33,36 @@ use serde_json::{Map, Value};
 pub const GROUP: &str = "devices.kubeedge.io";
 /// The `apiVersion` these types describe.
 pub const API_VERSION: &str = "devices.kubeedge.io/v1beta1";
+/// Label carrying a Device's `spec.nodeName`, kept in sync by the device
+/// controller so that each edge node can watch only its own devices.
+pub const NODE_LABEL: &str = "devices.kubeedge.io/node-name";
+/// Finalizer the device controller puts on DeviceModels that devices reference.
+pub const MODEL_FINALIZER: &str = "devices.kubeedge.io/model-in-use";
 /// A free-form JSON object (`x-kubernetes-preserve-unknown-fields`).
 pub type FreeForm = Map<String, Value>;
 
-/// Kubernetes object metadata; only the fields this project reads are typed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
-    /// Object name.
-    #[serde(default)]
-    pub name: String,
-    /// Namespace; `default` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// Every other metadata field, kept as is.
-    #[serde(flatten)]
-    pub other: FreeForm,
+fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "nullable": true
+    })
 }
 
-impl ObjectMeta {
-    /// The namespace, `default` when unset or empty.
-    pub fn namespace_or_default(&self) -> &str {
+/// Name and namespace of any object, with KubeEdge's defaults.
+pub trait MetaExt {
+    /// `metadata.name`, empty when unset.
+    fn name_str(&self) -> &str;
+    /// `metadata.namespace`, `default` when unset or empty.
+    fn namespace_or_default(&self) -> &str;
+}
+
+impl MetaExt for ObjectMeta {
+    fn name_str(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    fn namespace_or_default(&self) -> &str {
         match self.namespace.as_deref() {
             Some(ns) if !ns.is_empty() => ns,
             _ => "default",
@@ -64,27 +70,20 @@ impl ObjectMeta {
     }
 }
 
-/// A `Device`: one physical device bound to an edge node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Device {
-    /// `devices.kubeedge.io/v1beta1`.
-    pub api_version: String,
-    /// `Device`.
-    pub kind: String,
-    /// Object metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// Desired state.
-    #[serde(default)]
-    pub spec: DeviceSpec,
-    /// Observed state (the shape used before KubeEdge v1.23, twins in the Device).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<DeviceStatus>,
-}
-
-/// `Device.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `Device.spec`: one physical device bound to an edge node. The generated
+/// [`Device`] resource carries `metadata`, this spec and a [`DeviceReportedStatus`].
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "devices.kubeedge.io",
+    version = "v1beta1",
+    kind = "Device",
+    namespaced,
+    derive = "PartialEq",
+    status = "DeviceReportedStatus",
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.deviceModelRef.name"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceSpec {
     /// The model, in the same namespace.
@@ -126,7 +125,7 @@ impl DeviceSpec {
 }
 
 /// A reference to an object in the same namespace.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalObjectReference {
     /// Object name.
@@ -135,7 +134,7 @@ pub struct LocalObjectReference {
 }
 
 /// `spec.protocol`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProtocolConfig {
     /// Protocol name; a device goes to the mappers registered for it.
@@ -143,11 +142,12 @@ pub struct ProtocolConfig {
     pub protocol_name: String,
     /// Free-form protocol settings (flat key → scalar over DMI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
     pub config_data: Option<FreeForm>,
 }
 
 /// `spec.properties[]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceProperty {
     /// Property name; must exist in the model.
@@ -173,7 +173,7 @@ pub struct DeviceProperty {
 }
 
 /// A twin value with metadata.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TwinProperty {
     /// The value as text. YAML numbers and booleans are accepted and kept as text.
@@ -198,7 +198,7 @@ fn scalar_as_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
 }
 
 /// `visitors`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VisitorConfig {
     /// Protocol name (informational).
@@ -206,11 +206,12 @@ pub struct VisitorConfig {
     pub protocol_name: String,
     /// Free-form address of the property on the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
     pub config_data: Option<FreeForm>,
 }
 
 /// `pushMethod`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PushMethod {
     /// HTTP push.
@@ -227,11 +228,12 @@ pub struct PushMethod {
     pub db_method: Option<DbMethod>,
     /// Free-form anomaly detection settings (v1.23+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
     pub anomaly_detection: Option<FreeForm>,
 }
 
 /// `pushMethod.http`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PushMethodHttp {
     /// Host with scheme, e.g. `http://127.0.0.1`.
@@ -249,7 +251,7 @@ pub struct PushMethodHttp {
 }
 
 /// `pushMethod.mqtt`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PushMethodMqtt {
     /// Broker address, e.g. `tcp://127.0.0.1:1883`.
@@ -267,7 +269,7 @@ pub struct PushMethodMqtt {
 }
 
 /// `pushMethod.otel`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushMethodOtel {
     /// OTLP/HTTP metrics URL.
@@ -276,7 +278,7 @@ pub struct PushMethodOtel {
 }
 
 /// `pushMethod.dbMethod`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DbMethod {
     /// InfluxDB v2.
@@ -294,7 +296,7 @@ pub struct DbMethod {
 }
 
 /// `dbMethod.influxdb2`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DbMethodInfluxdb2 {
     /// Server settings.
@@ -306,7 +308,7 @@ pub struct DbMethodInfluxdb2 {
 }
 
 /// `influxdb2ClientConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Influxdb2ClientConfig {
     /// Server URL.
@@ -321,7 +323,7 @@ pub struct Influxdb2ClientConfig {
 }
 
 /// `influxdb2DataConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Influxdb2DataConfig {
     /// Measurement name.
@@ -336,7 +338,7 @@ pub struct Influxdb2DataConfig {
 }
 
 /// `dbMethod.redis`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DbMethodRedis {
     /// Client settings.
@@ -345,7 +347,7 @@ pub struct DbMethodRedis {
 }
 
 /// `redisClientConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedisClientConfig {
     /// `host:port`.
@@ -363,7 +365,7 @@ pub struct RedisClientConfig {
 }
 
 /// `dbMethod.TDEngine`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbMethodTdEngine {
     /// Client settings.
@@ -372,7 +374,7 @@ pub struct DbMethodTdEngine {
 }
 
 /// `TDEngineClientConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TdEngineClientConfig {
     /// `host:port`.
@@ -384,7 +386,7 @@ pub struct TdEngineClientConfig {
 }
 
 /// `dbMethod.mysql`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DbMethodMySql {
     /// Client settings.
@@ -393,7 +395,7 @@ pub struct DbMethodMySql {
 }
 
 /// `mysqlClientConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MySqlClientConfig {
     /// `host:port`.
@@ -408,7 +410,7 @@ pub struct MySqlClientConfig {
 }
 
 /// `spec.methods[]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceMethod {
     /// Method name.
@@ -422,7 +424,7 @@ pub struct DeviceMethod {
 }
 
 /// `spec.stateReport` (v1.23+).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StateReport {
     /// Whether the mapper reports the device state.
@@ -433,10 +435,13 @@ pub struct StateReport {
     pub report_cycle: i64,
 }
 
-/// `Device.status` (pre-v1.23 shape: twins, state and lastOnlineTime in the Device).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `Device.status`. Before KubeEdge v1.23 twins, state and lastOnlineTime lived
+/// here; v1.23 moved them to the [`DeviceStatus`] resource and kept only the
+/// state-report settings. `conditions` are written by this project's device
+/// controller (Ready, ModelNotFound, Invalid).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DeviceStatus {
+pub struct DeviceReportedStatus {
     /// Twin values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub twins: Vec<Twin>,
@@ -452,10 +457,45 @@ pub struct DeviceStatus {
     /// Legacy state-report cycle, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_cycle: Option<i64>,
+    /// Conditions from the device controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// `DeviceStatus.spec` (v1.23+): empty; the generated [`DeviceStatus`] resource,
+/// one per Device with the same name and an owner reference, carries the twins.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "devices.kubeedge.io",
+    version = "v1beta1",
+    kind = "DeviceStatus",
+    namespaced,
+    derive = "PartialEq",
+    status = "DeviceStatusStatus"
+)]
+pub struct DeviceStatusSpec {}
+
+/// `DeviceStatus.status` (v1.23+).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatusStatus {
+    /// Twin values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub twins: Vec<Twin>,
+    /// Device state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Last time the device was online, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_online_time: Option<String>,
+    /// Free-form extensions (never written by KubeEdge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub extensions: Option<FreeForm>,
 }
 
 /// One twin in a status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Twin {
     /// Property name.
@@ -468,24 +508,19 @@ pub struct Twin {
     pub observed_desired: TwinProperty,
 }
 
-/// A `DeviceModel`: the property schema shared by devices of one kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceModel {
-    /// `devices.kubeedge.io/v1beta1`.
-    pub api_version: String,
-    /// `DeviceModel`.
-    pub kind: String,
-    /// Object metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// The model.
-    #[serde(default)]
-    pub spec: DeviceModelSpec,
-}
-
-/// `DeviceModel.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `DeviceModel.spec`: the property schema shared by devices of one kind. The
+/// generated [`DeviceModel`] resource has no status upstream; this project's
+/// controller adds conditions and the devices that reference it.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "devices.kubeedge.io",
+    version = "v1beta1",
+    kind = "DeviceModel",
+    namespaced,
+    derive = "PartialEq",
+    status = "DeviceModelStatus",
+    printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceModelSpec {
     /// Protocol; model RPCs go to the mappers registered for it.
@@ -496,11 +531,12 @@ pub struct DeviceModelSpec {
     pub properties: Vec<ModelProperty>,
     /// Default protocol configData for devices of this model (v1.22+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
     pub protocol_config_data: Option<FreeForm>,
 }
 
 /// `DeviceModel.spec.properties[]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelProperty {
     /// Property name.
@@ -536,12 +572,45 @@ pub struct ModelProperty {
     pub visitors: Option<VisitorConfig>,
 }
 
+/// `DeviceModel.status` (this project's controller only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceModelStatus {
+    /// Devices in the namespace that reference the model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referenced_by: Vec<String>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
 /// The property types of the CRD enum.
 pub const PROPERTY_TYPES: [&str; 7] = [
     "INT", "FLOAT", "DOUBLE", "STRING", "BOOLEAN", "BYTES", "STREAM",
 ];
 /// The access modes of the CRD enum.
 pub const ACCESS_MODES: [&str; 2] = ["ReadWrite", "ReadOnly"];
+
+/// The CustomResourceDefinitions of this crate as `(file name, YAML)`, the form
+/// committed in `deploy/crds/`.
+pub fn crd_files() -> Vec<(&'static str, String)> {
+    use kube::CustomResourceExt;
+    let render = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        let body = yaml_serde::to_string(&crd).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        format!("# Generated from device-crds (Rust types); do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p device-crds --test crds\n{body}")
+    };
+    vec![
+        ("devices_v1beta1_device.yaml", render(Device::crd())),
+        (
+            "devices_v1beta1_devicemodel.yaml",
+            render(DeviceModel::crd()),
+        ),
+        (
+            "devices_v1beta1_devicestatus.yaml",
+            render(DeviceStatus::crd()),
+        ),
+    ]
+}
 
 #[cfg(test)]
 mod tests {

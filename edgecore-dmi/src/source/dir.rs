@@ -6,6 +6,7 @@
 //! a device. Its errors are reported (file:line:col) and the rest of the
 //! directory is applied normally.
 
+use device_crds::MetaExt;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -168,7 +169,7 @@ impl DirectorySource {
 }
 
 fn dkey(m: &device_crds::ObjectMeta) -> String {
-    format!("{}/{}", m.namespace_or_default(), m.name)
+    format!("{}/{}", m.namespace_or_default(), m.name_str())
 }
 
 impl DeviceSource for DirectorySource {
@@ -255,7 +256,7 @@ spec:
         (
             devices
                 .iter()
-                .map(|d| d.crd.metadata.name.clone())
+                .map(|d| d.crd.metadata.name_str().to_owned())
                 .collect(),
             models.len(),
             errors.clone(),

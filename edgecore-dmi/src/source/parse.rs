@@ -256,7 +256,7 @@ spec:
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.models.len(), 1);
         assert_eq!(p.devices.len(), 1);
-        assert_eq!(p.devices[0].crd.metadata.name, "d1");
+        assert_eq!(p.devices[0].crd.metadata.name.as_deref(), Some("d1"));
     }
 
     #[test]
