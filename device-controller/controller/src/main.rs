@@ -1,0 +1,140 @@
+//! `device-controller`: reconciles Devices and DeviceModels; see the crate docs.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use device_controller::controller::{Context, StatusMode, run};
+use device_controller::leader::{self, LeaseConfig};
+use device_controller::metrics::{self, Metrics};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Reconciles devices.kubeedge.io Devices and DeviceModels")]
+struct Args {
+    /// Only this namespace (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Where twins live: device-status (KubeEdge v1.23+) or legacy (in the Device).
+    #[arg(long, value_enum, default_value = "device-status")]
+    status_mode: StatusMode,
+    /// Address of /metrics and /healthz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Lease for leader election.
+    #[arg(long, default_value = "device-controller")]
+    lease_name: String,
+    /// Namespace of the lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kubeedge")]
+    lease_namespace: String,
+    /// This replica's identity.
+    #[arg(long, env = "POD_NAME", default_value = "device-controller")]
+    identity: String,
+    /// Lease validity without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime_parse)]
+    lease_duration: Duration,
+    /// Log filter.
+    #[arg(long, default_value = "info", env = "RUST_LOG")]
+    log: String,
+}
+
+fn humantime_parse(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration like 15s"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}` is not a duration like 15s")),
+    }
+}
+
+async fn terminate() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn real_main(args: Args) -> anyhow::Result<bool> {
+    let client = kube::Client::try_default().await?;
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        terminate().await;
+        tracing::info!("shutting down");
+        sd.cancel();
+    });
+    let m = Arc::new(Metrics::default());
+    let (mm, sd) = (m.clone(), shutdown.clone());
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve(addr, mm, sd).await {
+            tracing::error!(%addr, error = %e, "metrics endpoint failed");
+        }
+    });
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
+    let cfg = LeaseConfig {
+        name: args.lease_name.clone(),
+        identity: args.identity.clone(),
+        duration: args.lease_duration,
+        renew: args.lease_duration / 3,
+    };
+    tracing::info!(lease = %format!("{}/{}", args.lease_namespace, cfg.name), identity = %cfg.identity, "waiting for leadership");
+    if !leader::acquire(&leases, &cfg, &shutdown).await {
+        return Ok(true);
+    }
+    m.leader.set(1);
+    tracing::info!(identity = %cfg.identity, "leading; reconciling");
+    let controllers = shutdown.child_token();
+    let ctx = Context::new(client, m.clone(), args.status_mode, &args.identity);
+    let ctl = tokio::spawn(run(ctx, args.namespace.clone(), controllers.clone()));
+    let kept = leader::hold(&leases, &cfg, &shutdown).await;
+    controllers.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ctl).await;
+    m.leader.set(0);
+    if kept {
+        leader::release(&leases, &cfg).await;
+    }
+    Ok(kept)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            tracing::error!("leadership lost; exiting so that a fresh start competes again");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
