@@ -7,6 +7,11 @@
 //! devicesDir: /etc/kubeedge/devices        # Device/DeviceModel YAML directory
 //! configDataEncoding: stock                # stock | lossless
 //! mapperCallTimeout: 10s                   # deadline of calls to mappers
+//! source: directory                        # directory | kubernetes
+//! nodeName: edge-node-1                    # kubernetes: this node (default: $NODE_NAME)
+//! statusMode: deviceStatus                 # kubernetes: deviceStatus (v1.23+) | legacy
+//! statusInterval: 1s                       # kubernetes: at most one status patch per device per interval
+//! statusQps: 50                            # kubernetes: status patches per second, at most
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +43,28 @@ impl From<Encoding> for NumberEncoding {
     }
 }
 
+/// Where devices come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum SourceKind {
+    /// A directory of KubeEdge YAML.
+    #[default]
+    Directory,
+    /// The Kubernetes API: this node's Devices (feature `kubernetes`).
+    Kubernetes,
+}
+
+/// Where twins are written back in Kubernetes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum StatusTarget {
+    /// DeviceStatus objects (KubeEdge v1.23+).
+    #[default]
+    DeviceStatus,
+    /// The Device's own status (before v1.23).
+    Legacy,
+}
+
 /// The config file as written; every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,6 +82,17 @@ pub struct ConfigFile {
     /// Deadline of each call to a mapper.
     #[serde(default, with = "humantime_serde")]
     pub mapper_call_timeout: Option<Duration>,
+    /// Device source.
+    pub source: Option<SourceKind>,
+    /// This node's name (Kubernetes source).
+    pub node_name: Option<String>,
+    /// Where twins are written back.
+    pub status_mode: Option<StatusTarget>,
+    /// Coalescing interval of status write-back.
+    #[serde(default, with = "humantime_serde")]
+    pub status_interval: Option<Duration>,
+    /// Status patches per second, at most.
+    pub status_qps: Option<u32>,
 }
 
 /// Resolved configuration, passed by value into [`crate::run`].
@@ -72,6 +110,16 @@ pub struct Config {
     pub encoding: Encoding,
     /// Deadline of each call to a mapper.
     pub mapper_call_timeout: Duration,
+    /// Device source.
+    pub source: SourceKind,
+    /// This node's name (Kubernetes source).
+    pub node_name: Option<String>,
+    /// Where twins are written back.
+    pub status_mode: StatusTarget,
+    /// Coalescing interval of status write-back.
+    pub status_interval: Duration,
+    /// Status patches per second, at most.
+    pub status_qps: u32,
 }
 
 /// The admin socket that belongs to a DMI socket: same directory.
@@ -89,6 +137,11 @@ impl Default for Config {
             devices_dir: PathBuf::from("/etc/kubeedge/devices"),
             encoding: Encoding::Stock,
             mapper_call_timeout: Duration::from_secs(10),
+            source: SourceKind::Directory,
+            node_name: None,
+            status_mode: StatusTarget::DeviceStatus,
+            status_interval: Duration::from_secs(1),
+            status_qps: 50,
         }
     }
 }
@@ -115,6 +168,21 @@ impl Config {
         }
         if let Some(v) = file.mapper_call_timeout {
             c.mapper_call_timeout = v;
+        }
+        if let Some(v) = file.source {
+            c.source = v;
+        }
+        if let Some(v) = file.node_name {
+            c.node_name = Some(v);
+        }
+        if let Some(v) = file.status_mode {
+            c.status_mode = v;
+        }
+        if let Some(v) = file.status_interval {
+            c.status_interval = v;
+        }
+        if let Some(v) = file.status_qps {
+            c.status_qps = v;
         }
         c
     }

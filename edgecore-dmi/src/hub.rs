@@ -79,6 +79,8 @@ struct State {
     mappers: BTreeMap<String, MapperLink>,
     source_errors: Vec<String>,
     dirty: HashSet<(Table, Key)>,
+    /// Devices whose twins or state changed since the last status write-back.
+    status_dirty: HashSet<Key>,
 }
 
 /// Why a report was refused.
@@ -530,6 +532,7 @@ impl Hub {
                 },
             );
         }
+        st.status_dirty.insert(k.clone());
         st.dirty.insert((Table::Twins, k));
         Ok(())
     }
@@ -549,8 +552,41 @@ impl Hub {
         };
         t.state = Some(state);
         t.state_ms = Some(now_ms());
+        st.status_dirty.insert(k.clone());
         st.dirty.insert((Table::Twins, k));
         Ok(())
+    }
+
+    /// Takes the devices whose status changed since the last call (coalesced:
+    /// each appears once however many reports arrived).
+    pub fn take_status_dirty(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.lock().status_dirty.drain().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Puts devices back for the next status write-back (the write failed).
+    pub fn mark_status_dirty(&self, keys: impl IntoIterator<Item = Key>) {
+        let mut st = self.lock();
+        for k in keys {
+            if st.devices.contains_key(&k) {
+                st.status_dirty.insert(k);
+            }
+        }
+    }
+
+    /// Marks every device with stored twins or state for write-back (after a
+    /// restart nothing records what was already written).
+    pub fn mark_all_status_dirty(&self) {
+        let mut st = self.lock();
+        let keys: Vec<Key> = st.twins.keys().filter(|k| st.devices.contains_key(*k)).cloned().collect();
+        st.status_dirty.extend(keys);
+    }
+
+    /// The latest twins and state of a device, if it is still on this node.
+    pub fn twin_state(&self, k: &str) -> Option<TwinState> {
+        let st = self.lock();
+        st.devices.contains_key(k).then(|| st.twins.get(k).cloned().unwrap_or_default())
     }
 
     /// Waits until something needs persisting.

@@ -30,7 +30,9 @@
 //! ```
 //!
 //! ## Feature flags
-//! None yet; the Kubernetes source will come behind one.
+//! * `kubernetes` (default): the Kubernetes device source
+//!   ([`kubernetes::KubeSource`]) and status write-back
+//!   ([`kubernetes::StatusWriter`]), with kube-rs.
 
 pub mod admin;
 pub mod cli;
@@ -38,6 +40,8 @@ pub mod config;
 pub mod convert;
 mod dispatch;
 pub mod hub;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod model;
 pub mod server;
 pub mod source;
@@ -175,14 +179,42 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     // Device source.
     let (src_tx, mut src_rx) = mpsc::channel::<SourceEvent>(4);
     {
-        let source = DirectorySource::new(cfg.devices_dir.clone());
         let sd = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = source.run(src_tx, sd.clone()).await {
-                tracing::error!(error = %e, "device source failed");
-                sd.cancel();
+        match cfg.source {
+            config::SourceKind::Directory => {
+                let source = DirectorySource::new(cfg.devices_dir.clone());
+                tracker.spawn(async move {
+                    if let Err(e) = source.run(src_tx, sd.clone()).await {
+                        tracing::error!(error = %e, "device source failed");
+                        sd.cancel();
+                    }
+                });
             }
-        });
+            #[cfg(feature = "kubernetes")]
+            config::SourceKind::Kubernetes => {
+                let node = cfg
+                    .node_name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("the kubernetes source needs nodeName (or --node-name / NODE_NAME)"))?;
+                let client = kubernetes::client().await?;
+                let source = kubernetes::KubeSource::new(client.clone(), node);
+                tracker.spawn(async move {
+                    if let Err(e) = source.run(src_tx, sd.clone()).await {
+                        tracing::error!(error = %e, "device source failed");
+                        sd.cancel();
+                    }
+                });
+                // Nothing records which stored twins were already written: write them all once.
+                hub.mark_all_status_dirty();
+                let writer = kubernetes::StatusWriter::new(client, hub.clone(), cfg.status_mode, cfg.status_interval, cfg.status_qps);
+                tracker.spawn(writer.run(shutdown.clone()));
+            }
+            #[cfg(not(feature = "kubernetes"))]
+            config::SourceKind::Kubernetes => {
+                anyhow::bail!("this edgecore-dmi was built without the `kubernetes` feature");
+            }
+        }
         let (hub, sd) = (hub.clone(), shutdown.clone());
         tracker.spawn(async move {
             loop {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use edgecore_dmi::Config;
 use edgecore_dmi::cli::Output;
-use edgecore_dmi::config::{Encoding, admin_socket_for};
+use edgecore_dmi::config::{Encoding, SourceKind, StatusTarget, admin_socket_for};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -42,6 +42,15 @@ enum Command {
         /// configData number encoding toward mappers.
         #[arg(long, value_enum)]
         encoding: Option<Encoding>,
+        /// Where devices come from.
+        #[arg(long, value_enum)]
+        source: Option<SourceKind>,
+        /// This node's name (kubernetes source).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+        /// Where twins are written back (kubernetes source).
+        #[arg(long, value_enum)]
+        status_mode: Option<StatusTarget>,
     },
     /// Show the running server's devices: state, desired and reported values.
     Devices {
@@ -77,8 +86,20 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         state_dir,
         devices_dir,
         encoding,
+        source,
+        node_name,
+        status_mode,
     }) = &cli.command
     {
+        if let Some(v) = source {
+            cfg.source = *v;
+        }
+        if let Some(v) = node_name {
+            cfg.node_name = Some(v.clone());
+        }
+        if let Some(v) = status_mode {
+            cfg.status_mode = *v;
+        }
         if let Some(v) = state_dir {
             cfg.state_dir = v.clone();
         }

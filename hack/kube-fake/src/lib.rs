@@ -44,6 +44,9 @@ struct Change {
     kind: &'static str,
     key: Key,
     object: Value,
+    /// The object before a modification (to turn label changes into ADDED/DELETED
+    /// for label-selected watches, as the real API server does).
+    old: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -233,7 +236,7 @@ impl FakeApi {
         let rv = st.rv;
         let mut o = obj;
         o["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let change = Change { rv, kind: "DELETED", key, object: o.clone() };
+        let change = Change { rv, kind: "DELETED", key, object: o.clone(), old: None };
         st.history.push(change.clone());
         drop(st);
         let _ = self.changes.send(change);
@@ -256,14 +259,14 @@ impl FakeApi {
             && obj["metadata"]["finalizers"].as_array().is_none_or(|a| a.is_empty());
         if deleting {
             st.objects.remove(&key);
-            let change = Change { rv, kind: "DELETED", key, object: obj.clone() };
+            let change = Change { rv, kind: "DELETED", key, object: obj.clone(), old: None };
             st.history.push(change.clone());
             drop(st);
             let _ = self.changes.send(change);
             return obj;
         }
-        st.objects.insert(key.clone(), obj.clone());
-        let change = Change { rv, kind: if created { "ADDED" } else { "MODIFIED" }, key, object: obj.clone() };
+        let old = st.objects.insert(key.clone(), obj.clone());
+        let change = Change { rv, kind: if created { "ADDED" } else { "MODIFIED" }, key, object: obj.clone(), old };
         st.history.push(change.clone());
         drop(st);
         let _ = self.changes.send(change);
@@ -390,18 +393,30 @@ fn watch(api: FakeApi, t: Target, q: BTreeMap<String, String>) -> Response {
     let selector = q.get("labelSelector").cloned();
     let ns = t.namespace.clone();
     let resource = t.resource.clone();
-    let matches = move |c: &Change| {
-        c.key.0 == resource && ns.as_ref().is_none_or(|n| *n == c.key.1) && labels_match(&c.object, selector.as_ref())
+    // What a watcher with this selector sees of a change: label changes move
+    // objects in (ADDED) and out (DELETED) of the selection.
+    let matches = move |c: &Change| -> Option<Change> {
+        if c.key.0 != resource || !ns.as_ref().is_none_or(|n| *n == c.key.1) {
+            return None;
+        }
+        let now = labels_match(&c.object, selector.as_ref());
+        let before = c.old.as_ref().is_some_and(|o| labels_match(o, selector.as_ref()));
+        match (c.kind, before, now) {
+            ("MODIFIED", true, false) => Some(Change { kind: "DELETED", ..c.clone() }),
+            ("MODIFIED", false, true) => Some(Change { kind: "ADDED", ..c.clone() }),
+            (_, _, true) => Some(c.clone()),
+            _ => None,
+        }
     };
     // Subscribe before reading history so nothing falls between the two.
     let live = tokio_stream::wrappers::BroadcastStream::new(api.changes.subscribe());
     let backlog: Vec<Change> = lock(&api.store).history.iter().filter(|c| c.rv > from).cloned().collect();
     let last_backlog = backlog.last().map_or(from, |c| c.rv);
     let m1 = matches.clone();
-    let past = futures::stream::iter(backlog.into_iter().filter(move |c| m1(c)));
+    let past = futures::stream::iter(backlog.into_iter().filter_map(move |c| m1(&c)));
     let future = live.filter_map(move |c| {
         let m = matches.clone();
-        async move { c.ok().filter(|c| c.rv > last_backlog && m(c)) }
+        async move { c.ok().filter(|c| c.rv > last_backlog).and_then(|c| m(&c)) }
     });
     let mut dropped = api.drop_tx.subscribe();
     let stop = async move {
