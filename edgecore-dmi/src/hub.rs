@@ -579,14 +579,21 @@ impl Hub {
     /// restart nothing records what was already written).
     pub fn mark_all_status_dirty(&self) {
         let mut st = self.lock();
-        let keys: Vec<Key> = st.twins.keys().filter(|k| st.devices.contains_key(*k)).cloned().collect();
+        let keys: Vec<Key> = st
+            .twins
+            .keys()
+            .filter(|k| st.devices.contains_key(*k))
+            .cloned()
+            .collect();
         st.status_dirty.extend(keys);
     }
 
     /// The latest twins and state of a device, if it is still on this node.
     pub fn twin_state(&self, k: &str) -> Option<TwinState> {
         let st = self.lock();
-        st.devices.contains_key(k).then(|| st.twins.get(k).cloned().unwrap_or_default())
+        st.devices
+            .contains_key(k)
+            .then(|| st.twins.get(k).cloned().unwrap_or_default())
     }
 
     /// Waits until something needs persisting.

@@ -196,7 +196,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     .node_name
                     .clone()
                     .filter(|n| !n.is_empty())
-                    .ok_or_else(|| anyhow::anyhow!("the kubernetes source needs nodeName (or --node-name / NODE_NAME)"))?;
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the kubernetes source needs nodeName (or --node-name / NODE_NAME)"
+                        )
+                    })?;
                 let client = kubernetes::client().await?;
                 let source = kubernetes::KubeSource::new(client.clone(), node);
                 tracker.spawn(async move {
@@ -207,7 +211,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 });
                 // Nothing records which stored twins were already written: write them all once.
                 hub.mark_all_status_dirty();
-                let writer = kubernetes::StatusWriter::new(client, hub.clone(), cfg.status_mode, cfg.status_interval, cfg.status_qps);
+                let writer = kubernetes::StatusWriter::new(
+                    client,
+                    hub.clone(),
+                    cfg.status_mode,
+                    cfg.status_interval,
+                    cfg.status_qps,
+                );
                 tracker.spawn(writer.run(shutdown.clone()));
             }
             #[cfg(not(feature = "kubernetes"))]

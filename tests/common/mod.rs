@@ -98,10 +98,17 @@ impl Node {
     }
 
     pub fn start_edgecore(&mut self) {
+        self.start_edgecore_with(&[], &[]);
+    }
+
+    /// As [`Self::start_edgecore`], with extra `serve` flags and environment.
+    pub fn start_edgecore_with(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let child = Command::new(bin("edgecore-dmi"))
+            .envs(env.iter().copied())
             .arg("--dmi-socket")
             .arg(self.dmi_sock())
             .arg("serve")
+            .args(extra)
             .arg("--state-dir")
             .arg(self.path("state"))
             .arg("--devices-dir")

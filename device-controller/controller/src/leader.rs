@@ -25,9 +25,13 @@ pub struct LeaseConfig {
 }
 
 fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(MicroTime(renewed)) = spec.renew_time.clone() else { return true };
+    let Some(MicroTime(renewed)) = spec.renew_time.clone() else {
+        return true;
+    };
     let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renewed.saturating_add(SignedDuration::from_secs(secs)).map_or(true, |until| until < now)
+    renewed
+        .saturating_add(SignedDuration::from_secs(secs))
+        .map_or(true, |until| until < now)
 }
 
 /// Tries once to take or renew the lease. `Ok(true)`: this replica holds it.
@@ -37,7 +41,10 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, ku
     match api.get_opt(&cfg.name).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(cfg.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(cfg.identity.clone()),
                     lease_duration_seconds: Some(duration),
@@ -56,7 +63,8 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, ku
         Some(mut lease) => {
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             let mine = spec.holder_identity.as_deref() == Some(cfg.identity.as_str());
-            let free = spec.holder_identity.as_deref().is_none_or(str::is_empty) || expired(spec, Timestamp::now());
+            let free = spec.holder_identity.as_deref().is_none_or(str::is_empty)
+                || expired(spec, Timestamp::now());
             if !mine && !free {
                 return Ok(false);
             }

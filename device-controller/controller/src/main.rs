@@ -14,7 +14,10 @@ use kube::Api;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Reconciles devices.kubeedge.io Devices and DeviceModels")]
+#[command(
+    version,
+    about = "Reconciles devices.kubeedge.io Devices and DeviceModels"
+)]
 struct Args {
     /// Only this namespace (default: all).
     #[arg(long, env = "WATCH_NAMESPACE")]
@@ -44,7 +47,9 @@ struct Args {
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration like 15s"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 15s"))?;
     match unit {
         "s" | "" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),

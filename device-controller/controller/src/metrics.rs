@@ -32,9 +32,21 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let reconciles = Family::<Labels, Counter>::default();
         let leader = Gauge::default();
-        registry.register("device_controller_reconciles", "Reconciles by kind and result", reconciles.clone());
-        registry.register("device_controller_leader", "1 while this replica holds the lease", leader.clone());
-        Self { registry, reconciles, leader }
+        registry.register(
+            "device_controller_reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "device_controller_leader",
+            "1 while this replica holds the lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            leader,
+        }
     }
 }
 
@@ -42,7 +54,12 @@ impl Metrics {
     /// Counts one reconcile.
     pub fn reconciled(&self, kind: &str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&Labels { kind: kind.into(), result: result.into() }).inc();
+        self.reconciles
+            .get_or_create(&Labels {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Prometheus text.
@@ -54,11 +71,20 @@ impl Metrics {
 }
 
 /// Serves `/metrics` and `/healthz` until `shutdown`.
-pub async fn serve(addr: SocketAddr, m: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    m: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = axum::Router::new()
-        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(m);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

@@ -28,7 +28,10 @@ pub struct DeviceCheck {
 fn parse_number(text: &str, integer: bool) -> Option<f64> {
     let t = text.trim();
     if integer {
-        t.parse::<i64>().ok().map(|i| i as f64).or_else(|| t.parse::<f64>().ok().filter(|f| f.fract() == 0.0))
+        t.parse::<i64>()
+            .ok()
+            .map(|i| i as f64)
+            .or_else(|| t.parse::<f64>().ok().filter(|f| f.fract() == 0.0))
     } else {
         t.parse::<f64>().ok().filter(|f| f.is_finite())
     }
@@ -38,14 +41,34 @@ fn parse_number(text: &str, integer: bool) -> Option<f64> {
 pub fn check_desired(p: &device_crds::ModelProperty, value: &str) -> Result<(), String> {
     let ty = p.type_.to_ascii_uppercase();
     if !p.access_mode.eq_ignore_ascii_case("ReadWrite") {
-        return Err(format!("property `{}` is {} but has a desired value", p.name, if p.access_mode.is_empty() { "ReadOnly" } else { &p.access_mode }));
+        return Err(format!(
+            "property `{}` is {} but has a desired value",
+            p.name,
+            if p.access_mode.is_empty() {
+                "ReadOnly"
+            } else {
+                &p.access_mode
+            }
+        ));
     }
     let number = match ty.as_str() {
-        "INT" => Some(parse_number(value, true).ok_or_else(|| format!("desired `{value}` of `{}` is not an integer", p.name))?),
-        "FLOAT" | "DOUBLE" => Some(parse_number(value, false).ok_or_else(|| format!("desired `{value}` of `{}` is not a number", p.name))?),
+        "INT" => Some(
+            parse_number(value, true)
+                .ok_or_else(|| format!("desired `{value}` of `{}` is not an integer", p.name))?,
+        ),
+        "FLOAT" | "DOUBLE" => Some(
+            parse_number(value, false)
+                .ok_or_else(|| format!("desired `{value}` of `{}` is not a number", p.name))?,
+        ),
         "BOOLEAN" => {
-            if !matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false" | "1" | "0" | "on" | "off" | "yes" | "no") {
-                return Err(format!("desired `{value}` of `{}` is not a boolean", p.name));
+            if !matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "true" | "false" | "1" | "0" | "on" | "off" | "yes" | "no"
+            ) {
+                return Err(format!(
+                    "desired `{value}` of `{}` is not a boolean",
+                    p.name
+                ));
             }
             None
         }
@@ -53,10 +76,16 @@ pub fn check_desired(p: &device_crds::ModelProperty, value: &str) -> Result<(), 
     };
     if let Some(x) = number {
         if let Some(min) = p.minimum.trim().parse::<f64>().ok().filter(|m| x < *m) {
-            return Err(format!("desired {value} of `{}` is below the minimum {min}", p.name));
+            return Err(format!(
+                "desired {value} of `{}` is below the minimum {min}",
+                p.name
+            ));
         }
         if let Some(max) = p.maximum.trim().parse::<f64>().ok().filter(|m| x > *m) {
-            return Err(format!("desired {value} of `{}` is above the maximum {max}", p.name));
+            return Err(format!(
+                "desired {value} of `{}` is above the maximum {max}",
+                p.name
+            ));
         }
     }
     Ok(())
@@ -66,7 +95,11 @@ pub fn check_desired(p: &device_crds::ModelProperty, value: &str) -> Result<(), 
 pub fn check_device(dev: &Device, model: Option<&DeviceModel>) -> DeviceCheck {
     let ns = dev.metadata.namespace_or_default();
     let Some(model_name) = dev.spec.model_name() else {
-        return DeviceCheck { ready: false, reason: "Invalid", message: "spec.deviceModelRef.name is empty".into() };
+        return DeviceCheck {
+            ready: false,
+            reason: "Invalid",
+            message: "spec.deviceModelRef.name is empty".into(),
+        };
     };
     let Some(model) = model.filter(|m| m.metadata.deletion_timestamp.is_none()) else {
         return DeviceCheck {
@@ -77,7 +110,9 @@ pub fn check_device(dev: &Device, model: Option<&DeviceModel>) -> DeviceCheck {
     };
     let mut problems = Vec::new();
     if dev.spec.protocol_name().is_none() && model.spec.protocol.is_empty() {
-        problems.push("neither spec.protocol.protocolName nor the model's spec.protocol is set".to_owned());
+        problems.push(
+            "neither spec.protocol.protocolName nor the model's spec.protocol is set".to_owned(),
+        );
     }
     let mut seen = HashSet::new();
     for p in &dev.spec.properties {
@@ -86,7 +121,10 @@ pub fn check_device(dev: &Device, model: Option<&DeviceModel>) -> DeviceCheck {
             continue;
         }
         let Some(mp) = model.spec.properties.iter().find(|m| m.name == p.name) else {
-            problems.push(format!("property `{}` is not in DeviceModel {model_name}", p.name));
+            problems.push(format!(
+                "property `{}` is not in DeviceModel {model_name}",
+                p.name
+            ));
             continue;
         };
         if let Some(d) = p.desired.as_ref().filter(|d| !d.value.is_empty())
@@ -94,23 +132,47 @@ pub fn check_device(dev: &Device, model: Option<&DeviceModel>) -> DeviceCheck {
         {
             problems.push(e);
         }
-        for (what, v) in [("collectCycle", p.collect_cycle), ("reportCycle", p.report_cycle)] {
+        for (what, v) in [
+            ("collectCycle", p.collect_cycle),
+            ("reportCycle", p.report_cycle),
+        ] {
             if v.is_some_and(|v| v < 0) {
                 problems.push(format!("property `{}`: {what} is negative", p.name));
             }
         }
     }
     if problems.is_empty() {
-        DeviceCheck { ready: true, reason: "Valid", message: format!("matches DeviceModel {model_name}") }
+        DeviceCheck {
+            ready: true,
+            reason: "Valid",
+            message: format!("matches DeviceModel {model_name}"),
+        }
     } else {
-        DeviceCheck { ready: false, reason: "Invalid", message: problems.join("; ") }
+        DeviceCheck {
+            ready: false,
+            reason: "Invalid",
+            message: problems.join("; "),
+        }
     }
 }
 
 /// The Ready condition for a verdict, keeping the transition time when the
 /// status did not change.
-pub fn ready_condition(check: &DeviceCheck, generation: Option<i64>, previous: &[Condition], now: Timestamp) -> Condition {
-    condition(READY, check.ready, check.reason, &check.message, generation, previous, now)
+pub fn ready_condition(
+    check: &DeviceCheck,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    condition(
+        READY,
+        check.ready,
+        check.reason,
+        &check.message,
+        generation,
+        previous,
+        now,
+    )
 }
 
 /// A condition of `type_`, keeping the transition time when the status is unchanged.
@@ -143,7 +205,10 @@ pub fn condition(
 pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            x.type_ == y.type_ && x.status == y.status && x.reason == y.reason && x.message == y.message
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
                 && x.observed_generation == y.observed_generation
         })
 }
@@ -151,12 +216,20 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
 /// The merge patch that makes the node label follow `spec.nodeName`, if needed.
 pub fn node_label_patch(dev: &Device) -> Option<Value> {
     let want = dev.spec.node_name.as_deref().filter(|n| !n.is_empty());
-    let have = dev.metadata.labels.as_ref().and_then(|l| l.get(NODE_LABEL)).map(String::as_str);
+    let have = dev
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(NODE_LABEL))
+        .map(String::as_str);
     (want != have).then(|| json!({"metadata": {"labels": {NODE_LABEL: want}}}))
 }
 
 /// Names of the devices in the model's namespace that reference it, sorted.
-pub fn model_references<'a>(model: &DeviceModel, devices: impl IntoIterator<Item = &'a Device>) -> Vec<String> {
+pub fn model_references<'a>(
+    model: &DeviceModel,
+    devices: impl IntoIterator<Item = &'a Device>,
+) -> Vec<String> {
     let ns = model.metadata.namespace_or_default();
     let name = model.metadata.name_str();
     let mut refs: Vec<String> = devices
@@ -232,37 +305,88 @@ mod tests {
 
     #[test]
     fn valid_device() {
-        let c = verdict(json!([{"name": "temp", "desired": {"value": "30"}}, {"name": "ratio", "desired": {"value": "0.5"}},
-            {"name": "on", "desired": {"value": "ON"}}, {"name": "name", "desired": {"value": "any text"}}, {"name": "ro"}]));
-        assert_eq!(c, DeviceCheck { ready: true, reason: "Valid", message: "matches DeviceModel m".into() });
+        let c = verdict(
+            json!([{"name": "temp", "desired": {"value": "30"}}, {"name": "ratio", "desired": {"value": "0.5"}},
+            {"name": "on", "desired": {"value": "ON"}}, {"name": "name", "desired": {"value": "any text"}}, {"name": "ro"}]),
+        );
+        assert_eq!(
+            c,
+            DeviceCheck {
+                ready: true,
+                reason: "Valid",
+                message: "matches DeviceModel m".into()
+            }
+        );
     }
 
     #[test]
     fn model_missing_or_deleting() {
         let c = check_device(&device(json!([])), None);
-        assert_eq!((c.ready, c.reason, c.message.as_str()), (false, "ModelNotFound", "DeviceModel plant/m does not exist"));
+        assert_eq!(
+            (c.ready, c.reason, c.message.as_str()),
+            (false, "ModelNotFound", "DeviceModel plant/m does not exist")
+        );
         let mut m = std_model();
         m.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-        assert_eq!(check_device(&device(json!([])), Some(&m)).reason, "ModelNotFound");
+        assert_eq!(
+            check_device(&device(json!([])), Some(&m)).reason,
+            "ModelNotFound"
+        );
         let mut d = device(json!([]));
         d.spec.device_model_ref = None;
-        assert_eq!(check_device(&d, Some(&std_model())).message, "spec.deviceModelRef.name is empty");
+        assert_eq!(
+            check_device(&d, Some(&std_model())).message,
+            "spec.deviceModelRef.name is empty"
+        );
     }
 
     #[test]
     fn invalid_cases_each_named() {
         let cases = [
-            (json!([{"name": "nope"}]), "property `nope` is not in DeviceModel m"),
-            (json!([{"name": "temp"}, {"name": "temp"}]), "property `temp` is listed twice"),
-            (json!([{"name": "temp", "desired": {"value": "abc"}}]), "desired `abc` of `temp` is not an integer"),
-            (json!([{"name": "temp", "desired": {"value": "3.5"}}]), "desired `3.5` of `temp` is not an integer"),
-            (json!([{"name": "temp", "desired": {"value": "0"}}]), "desired 0 of `temp` is below the minimum 1"),
-            (json!([{"name": "temp", "desired": {"value": "101"}}]), "desired 101 of `temp` is above the maximum 100"),
-            (json!([{"name": "ratio", "desired": {"value": "1.6"}}]), "desired 1.6 of `ratio` is above the maximum 1.5"),
-            (json!([{"name": "ratio", "desired": {"value": "NaN"}}]), "desired `NaN` of `ratio` is not a number"),
-            (json!([{"name": "on", "desired": {"value": "maybe"}}]), "desired `maybe` of `on` is not a boolean"),
-            (json!([{"name": "ro", "desired": {"value": "1"}}]), "property `ro` is ReadOnly but has a desired value"),
-            (json!([{"name": "temp", "collectCycle": -5}]), "property `temp`: collectCycle is negative"),
+            (
+                json!([{"name": "nope"}]),
+                "property `nope` is not in DeviceModel m",
+            ),
+            (
+                json!([{"name": "temp"}, {"name": "temp"}]),
+                "property `temp` is listed twice",
+            ),
+            (
+                json!([{"name": "temp", "desired": {"value": "abc"}}]),
+                "desired `abc` of `temp` is not an integer",
+            ),
+            (
+                json!([{"name": "temp", "desired": {"value": "3.5"}}]),
+                "desired `3.5` of `temp` is not an integer",
+            ),
+            (
+                json!([{"name": "temp", "desired": {"value": "0"}}]),
+                "desired 0 of `temp` is below the minimum 1",
+            ),
+            (
+                json!([{"name": "temp", "desired": {"value": "101"}}]),
+                "desired 101 of `temp` is above the maximum 100",
+            ),
+            (
+                json!([{"name": "ratio", "desired": {"value": "1.6"}}]),
+                "desired 1.6 of `ratio` is above the maximum 1.5",
+            ),
+            (
+                json!([{"name": "ratio", "desired": {"value": "NaN"}}]),
+                "desired `NaN` of `ratio` is not a number",
+            ),
+            (
+                json!([{"name": "on", "desired": {"value": "maybe"}}]),
+                "desired `maybe` of `on` is not a boolean",
+            ),
+            (
+                json!([{"name": "ro", "desired": {"value": "1"}}]),
+                "property `ro` is ReadOnly but has a desired value",
+            ),
+            (
+                json!([{"name": "temp", "collectCycle": -5}]),
+                "property `temp`: collectCycle is negative",
+            ),
         ];
         for (props, want) in cases {
             let c = verdict(props.clone());
@@ -271,7 +395,10 @@ mod tests {
         }
         // Several problems are all listed.
         let c = verdict(json!([{"name": "nope"}, {"name": "temp", "desired": {"value": "999"}}]));
-        assert_eq!(c.message, "property `nope` is not in DeviceModel m; desired 999 of `temp` is above the maximum 100");
+        assert_eq!(
+            c.message,
+            "property `nope` is not in DeviceModel m; desired 999 of `temp` is above the maximum 100"
+        );
     }
 
     #[test]
@@ -284,37 +411,70 @@ mod tests {
     fn protocol_must_come_from_somewhere() {
         let mut d = device(json!([]));
         d.spec.protocol = None;
-        assert!(check_device(&d, Some(&std_model())).ready, "the model's protocol is enough");
+        assert!(
+            check_device(&d, Some(&std_model())).ready,
+            "the model's protocol is enough"
+        );
         let mut m = std_model();
         m.spec.protocol.clear();
-        assert!(check_device(&d, Some(&m)).message.contains("neither spec.protocol.protocolName"));
+        assert!(
+            check_device(&d, Some(&m))
+                .message
+                .contains("neither spec.protocol.protocolName")
+        );
     }
 
     #[test]
     fn conditions_keep_transition_time_while_status_holds() {
         let t0 = Timestamp::from_second(1_000).unwrap();
         let t1 = Timestamp::from_second(2_000).unwrap();
-        let ok = DeviceCheck { ready: true, reason: "Valid", message: "m".into() };
+        let ok = DeviceCheck {
+            ready: true,
+            reason: "Valid",
+            message: "m".into(),
+        };
         let first = ready_condition(&ok, Some(1), &[], t0);
         let again = ready_condition(&ok, Some(2), std::slice::from_ref(&first), t1);
         assert_eq!(again.last_transition_time, Time(t0));
-        let bad = DeviceCheck { ready: false, reason: "Invalid", message: "x".into() };
+        let bad = DeviceCheck {
+            ready: false,
+            reason: "Invalid",
+            message: "x".into(),
+        };
         let flipped = ready_condition(&bad, Some(3), &[again.clone()], t1);
-        assert_eq!((flipped.status.as_str(), flipped.last_transition_time.clone()), ("False", Time(t1)));
-        assert!(same_conditions(std::slice::from_ref(&first), &[ready_condition(&ok, Some(1), &[], t1)]));
+        assert_eq!(
+            (
+                flipped.status.as_str(),
+                flipped.last_transition_time.clone()
+            ),
+            ("False", Time(t1))
+        );
+        assert!(same_conditions(
+            std::slice::from_ref(&first),
+            &[ready_condition(&ok, Some(1), &[], t1)]
+        ));
         assert!(!same_conditions(&[first], &[flipped]));
     }
 
     #[test]
     fn node_label_follows_node_name() {
         let mut d = device(json!([]));
-        assert_eq!(node_label_patch(&d), Some(json!({"metadata": {"labels": {NODE_LABEL: "edge-1"}}})));
+        assert_eq!(
+            node_label_patch(&d),
+            Some(json!({"metadata": {"labels": {NODE_LABEL: "edge-1"}}}))
+        );
         d.metadata.labels = Some([(NODE_LABEL.to_owned(), "edge-1".to_owned())].into());
         assert_eq!(node_label_patch(&d), None);
         d.spec.node_name = Some("edge-2".into());
-        assert_eq!(node_label_patch(&d), Some(json!({"metadata": {"labels": {NODE_LABEL: "edge-2"}}})));
+        assert_eq!(
+            node_label_patch(&d),
+            Some(json!({"metadata": {"labels": {NODE_LABEL: "edge-2"}}}))
+        );
         d.spec.node_name = None;
-        assert_eq!(node_label_patch(&d), Some(json!({"metadata": {"labels": {NODE_LABEL: null}}})));
+        assert_eq!(
+            node_label_patch(&d),
+            Some(json!({"metadata": {"labels": {NODE_LABEL: null}}}))
+        );
     }
 
     #[test]
@@ -324,7 +484,9 @@ mod tests {
         other_ns.metadata.namespace = Some("elsewhere".into());
         let mut other_model = device(json!([]));
         other_model.metadata.name = Some("x".into());
-        other_model.spec.device_model_ref = Some(device_crds::LocalObjectReference { name: "other".into() });
+        other_model.spec.device_model_ref = Some(device_crds::LocalObjectReference {
+            name: "other".into(),
+        });
         let mut b = device(json!([]));
         b.metadata.name = Some("b".into());
         let devices = [device(json!([])), other_ns, other_model, b];
@@ -334,7 +496,12 @@ mod tests {
         let mut deleting = m.clone();
         deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         assert_eq!(model_action(&deleting, &[]), ModelAction::Release);
-        let ModelAction::Block(msg) = model_action(&deleting, &refs) else { panic!() };
-        assert_eq!(msg, "DeviceModel m is still referenced by 2 device(s): b, d; delete or re-point them first");
+        let ModelAction::Block(msg) = model_action(&deleting, &refs) else {
+            panic!()
+        };
+        assert_eq!(
+            msg,
+            "DeviceModel m is still referenced by 2 device(s): b, d; delete or re-point them first"
+        );
     }
 }

@@ -51,8 +51,16 @@ async fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 fn ready(api: &FakeApi, name: &str) -> Option<(String, String, String)> {
     let d = api.get(DEVICES, "plant", name)?;
-    let c = d["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
-    Some((c["status"].as_str()?.to_owned(), c["reason"].as_str()?.to_owned(), c["message"].as_str()?.to_owned()))
+    let c = d["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        c["message"].as_str()?.to_owned(),
+    ))
 }
 
 #[tokio::test]
@@ -61,7 +69,12 @@ async fn devices_models_labels_statuses_and_finalizers() {
     api.put(MODELS, model("m"));
     api.put(DEVICES, device("d1", "m", "edge-1", "30"));
     let shutdown = CancellationToken::new();
-    let ctx = Context::new(client(&api), Default::default(), StatusMode::DeviceStatus, "test");
+    let ctx = Context::new(
+        client(&api),
+        Default::default(),
+        StatusMode::DeviceStatus,
+        "test",
+    );
     let ctl = tokio::spawn(run(ctx, None, shutdown.clone()));
 
     // Valid device: Ready, node label, DeviceStatus owned by it; the model is guarded.
@@ -78,7 +91,8 @@ async fn devices_models_labels_statuses_and_finalizers() {
     assert_eq!(ds["metadata"]["ownerReferences"][0]["kind"], "Device");
     let m = wait("model finalizer and status", || {
         api.get(MODELS, "plant", "m").filter(|m| {
-            m["metadata"]["finalizers"][0] == "devices.kubeedge.io/model-in-use" && m["status"]["referencedBy"] == json!(["d1"])
+            m["metadata"]["finalizers"][0] == "devices.kubeedge.io/model-in-use"
+                && m["status"]["referencedBy"] == json!(["d1"])
         })
     })
     .await;
@@ -100,52 +114,88 @@ async fn devices_models_labels_statuses_and_finalizers() {
     assert_eq!((r.0.as_str(), r.1.as_str()), ("False", "Invalid"));
     assert_eq!(r.2, "desired 500 of `temp` is above the maximum 100");
     wait("warning event", || {
-        api.list("events.k8s.io/v1/events").into_iter().find(|e| e["reason"] == "Invalid" && e["type"] == "Warning")
+        api.list("events.k8s.io/v1/events")
+            .into_iter()
+            .find(|e| e["reason"] == "Invalid" && e["type"] == "Warning")
     })
     .await;
 
     // A model that is missing, then created.
     api.put(DEVICES, device("d3", "later", "edge-1", "1"));
     let r = wait("d3 model missing", || ready(&api, "d3")).await;
-    assert_eq!((r.1.as_str(), r.2.as_str()), ("ModelNotFound", "DeviceModel plant/later does not exist"));
+    assert_eq!(
+        (r.1.as_str(), r.2.as_str()),
+        ("ModelNotFound", "DeviceModel plant/later does not exist")
+    );
     api.put(MODELS, model("later"));
-    wait("d3 ready once the model exists", || ready(&api, "d3").filter(|r| r.0 == "True")).await;
+    wait("d3 ready once the model exists", || {
+        ready(&api, "d3").filter(|r| r.0 == "True")
+    })
+    .await;
 
     // Deleting a model in use is blocked and explained; it goes once unused.
     api.delete(MODELS, "plant", "m");
     let m = wait("deletion blocked", || {
-        api.get(MODELS, "plant", "m").filter(|m| m["status"]["conditions"][0]["reason"] == "DeletionBlocked")
+        api.get(MODELS, "plant", "m")
+            .filter(|m| m["status"]["conditions"][0]["reason"] == "DeletionBlocked")
     })
     .await;
     assert!(m["metadata"]["deletionTimestamp"].is_string());
-    let msg = m["status"]["conditions"][0]["message"].as_str().unwrap().to_owned();
-    assert_eq!(msg, "DeviceModel m is still referenced by 2 device(s): d1, d2; delete or re-point them first");
+    let msg = m["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        msg,
+        "DeviceModel m is still referenced by 2 device(s): d1, d2; delete or re-point them first"
+    );
     wait("DeletionBlocked event", || {
-        api.list("events.k8s.io/v1/events").into_iter().find(|e| e["reason"] == "DeletionBlocked")
+        api.list("events.k8s.io/v1/events")
+            .into_iter()
+            .find(|e| e["reason"] == "DeletionBlocked")
     })
     .await;
     api.delete(DEVICES, "plant", "d1");
     api.delete(DEVICES, "plant", "d2");
-    wait("model gone", || api.get(MODELS, "plant", "m").is_none().then_some(())).await;
+    wait("model gone", || {
+        api.get(MODELS, "plant", "m").is_none().then_some(())
+    })
+    .await;
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), ctl).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ctl)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn leader_election_allows_one_holder() {
     let api = FakeApi::start().await;
     let leases: Api<Lease> = Api::namespaced(client(&api), "kubeedge");
-    let a = LeaseConfig { name: "dc".into(), identity: "a".into(), duration: Duration::from_secs(2), renew: Duration::from_millis(500) };
-    let b = LeaseConfig { identity: "b".into(), ..a.clone() };
+    let a = LeaseConfig {
+        name: "dc".into(),
+        identity: "a".into(),
+        duration: Duration::from_secs(2),
+        renew: Duration::from_millis(500),
+    };
+    let b = LeaseConfig {
+        identity: "b".into(),
+        ..a.clone()
+    };
     assert!(try_acquire(&leases, &a).await.unwrap());
-    assert!(!try_acquire(&leases, &b).await.unwrap(), "b must not take a live lease");
+    assert!(
+        !try_acquire(&leases, &b).await.unwrap(),
+        "b must not take a live lease"
+    );
     assert!(try_acquire(&leases, &a).await.unwrap(), "the holder renews");
     // a stops renewing: after the lease duration b takes over.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert!(try_acquire(&leases, &b).await.unwrap());
     assert!(!try_acquire(&leases, &a).await.unwrap());
-    let lease = api.get("coordination.k8s.io/v1/leases", "kubeedge", "dc").unwrap();
+    let lease = api
+        .get("coordination.k8s.io/v1/leases", "kubeedge", "dc")
+        .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }

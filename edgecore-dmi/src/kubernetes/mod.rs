@@ -10,7 +10,9 @@ pub use status::{StatusMode, StatusWriter, status_patch};
 
 /// Builds a client from `KUBECONFIG`/`~/.kube/config`, or in-cluster config.
 pub async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"))
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+        )
+    })
 }

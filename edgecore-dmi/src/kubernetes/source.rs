@@ -29,14 +29,19 @@ pub struct KubeSource {
 
 impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeSource").field("node", &self.node).finish()
+        f.debug_struct("KubeSource")
+            .field("node", &self.node)
+            .finish()
     }
 }
 
 impl KubeSource {
     /// A source for the devices of `node`.
     pub fn new(client: kube::Client, node: impl Into<String>) -> Self {
-        Self { client, node: node.into() }
+        Self {
+            client,
+            node: node.into(),
+        }
     }
 }
 
@@ -79,12 +84,20 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone>(
 }
 
 impl DeviceSource for KubeSource {
-    async fn run(self, tx: mpsc::Sender<SourceEvent>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        self,
+        tx: mpsc::Sender<SourceEvent>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let devices: Api<Device> = Api::all(self.client.clone());
         let models: Api<DeviceModel> = Api::all(self.client.clone());
         let selector = format!("{NODE_LABEL}={}", self.node);
-        let mut dev_events = watcher(devices, watcher::Config::default().labels(&selector)).default_backoff().boxed();
-        let mut model_events = watcher(models, watcher::Config::default()).default_backoff().boxed();
+        let mut dev_events = watcher(devices, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .boxed();
+        let mut model_events = watcher(models, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         tracing::info!(node = %self.node, selector = %selector, "watching devices bound to this node");
         let (mut dev_map, mut model_map) = (BTreeMap::new(), BTreeMap::new());
         let (mut dev_init, mut model_init) = (None, None);
@@ -110,18 +123,33 @@ impl DeviceSource for KubeSource {
             let mine: Vec<StoredDevice> = dev_map
                 .values()
                 .filter(|d| d.spec.node_name.as_deref() == Some(self.node.as_str()))
-                .map(|d| StoredDevice { crd: d.clone(), origin: ORIGIN.to_owned() })
+                .map(|d| StoredDevice {
+                    crd: d.clone(),
+                    origin: ORIGIN.to_owned(),
+                })
                 .collect();
             let wanted: std::collections::HashSet<String> = mine
                 .iter()
-                .filter_map(|d| d.crd.spec.model_name().map(|m| format!("{}/{m}", d.crd.metadata.namespace_or_default())))
+                .filter_map(|d| {
+                    d.crd
+                        .spec
+                        .model_name()
+                        .map(|m| format!("{}/{m}", d.crd.metadata.namespace_or_default()))
+                })
                 .collect();
             let models: Vec<StoredModel> = model_map
                 .iter()
                 .filter(|(k, _)| wanted.contains(*k))
-                .map(|(_, m)| StoredModel { crd: m.clone(), origin: ORIGIN.to_owned() })
+                .map(|(_, m)| StoredModel {
+                    crd: m.clone(),
+                    origin: ORIGIN.to_owned(),
+                })
                 .collect();
-            let event = SourceEvent::Snapshot { devices: mine, models, errors: Vec::new() };
+            let event = SourceEvent::Snapshot {
+                devices: mine,
+                models,
+                errors: Vec::new(),
+            };
             if tx.send(event).await.is_err() {
                 return Ok(());
             }

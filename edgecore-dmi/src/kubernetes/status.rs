@@ -34,7 +34,10 @@ pub struct StatusWriter {
 
 impl std::fmt::Debug for StatusWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusWriter").field("mode", &self.mode).field("interval", &self.interval).finish()
+        f.debug_struct("StatusWriter")
+            .field("mode", &self.mode)
+            .field("interval", &self.interval)
+            .finish()
     }
 }
 
@@ -70,8 +73,20 @@ pub fn status_patch(t: &TwinState) -> Value {
 
 impl StatusWriter {
     /// A writer; `qps` caps patches per second.
-    pub fn new(client: kube::Client, hub: Arc<Hub>, mode: StatusMode, interval: Duration, qps: u32) -> Self {
-        Self { client, hub, mode, interval, qps: qps.max(1) }
+    pub fn new(
+        client: kube::Client,
+        hub: Arc<Hub>,
+        mode: StatusMode,
+        interval: Duration,
+        qps: u32,
+    ) -> Self {
+        Self {
+            client,
+            hub,
+            mode,
+            interval,
+            qps: qps.max(1),
+        }
     }
 
     async fn write(&self, key: &str, patch: &Value) -> Result<(), kube::Error> {
@@ -79,10 +94,14 @@ impl StatusWriter {
         let pp = PatchParams::default();
         match self.mode {
             StatusMode::DeviceStatus => {
-                Api::<DeviceStatus>::namespaced(self.client.clone(), ns).patch_status(name, &pp, &Patch::Merge(patch)).await?;
+                Api::<DeviceStatus>::namespaced(self.client.clone(), ns)
+                    .patch_status(name, &pp, &Patch::Merge(patch))
+                    .await?;
             }
             StatusMode::Legacy => {
-                Api::<Device>::namespaced(self.client.clone(), ns).patch_status(name, &pp, &Patch::Merge(patch)).await?;
+                Api::<Device>::namespaced(self.client.clone(), ns)
+                    .patch_status(name, &pp, &Patch::Merge(patch))
+                    .await?;
             }
         }
         Ok(())
@@ -99,7 +118,9 @@ impl StatusWriter {
             let keys = self.hub.take_status_dirty();
             let mut pending = keys.into_iter();
             while let Some(key) = pending.next() {
-                let Some(state) = self.hub.twin_state(&key) else { continue };
+                let Some(state) = self.hub.twin_state(&key) else {
+                    continue;
+                };
                 match self.write(&key, &status_patch(&state)).await {
                     Ok(()) => tracing::debug!(device = %key, "status written"),
                     Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -109,7 +130,8 @@ impl StatusWriter {
                     }
                     Err(e) => {
                         tracing::warn!(device = %key, error = %e, "status write failed; keeping it for the next round");
-                        self.hub.mark_status_dirty(std::iter::once(key).chain(pending.by_ref()));
+                        self.hub
+                            .mark_status_dirty(std::iter::once(key).chain(pending.by_ref()));
                         break;
                     }
                 }
@@ -129,12 +151,20 @@ mod tests {
 
     #[test]
     fn patch_shape() {
-        let mut t = TwinState { state: Some("online".into()), last_online: Some("2026-01-01T00:00:00Z".into()), ..Default::default() };
+        let mut t = TwinState {
+            state: Some("online".into()),
+            last_online: Some("2026-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
         t.twins.insert(
             "temp".into(),
             TwinRecord {
                 reported: "21".into(),
-                reported_meta: [("timestamp".to_owned(), "1".to_owned()), ("type".to_owned(), "int".to_owned())].into(),
+                reported_meta: [
+                    ("timestamp".to_owned(), "1".to_owned()),
+                    ("type".to_owned(), "int".to_owned()),
+                ]
+                .into(),
                 observed_desired: "22".into(),
                 desired_meta: [("status".to_owned(), "applied".to_owned())].into(),
                 updated_ms: 5,

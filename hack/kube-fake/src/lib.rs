@@ -96,11 +96,21 @@ pub fn merge(target: &mut Value, patch: &Value) {
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
         "reason": reason, "code": code.as_u16()});
-    (code, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn json_response(v: &Value) -> Response {
-    (StatusCode::OK, [("content-type", "application/json")], v.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 /// A parsed request path.
@@ -128,13 +138,23 @@ fn parse(path: &str) -> Option<Target> {
         [p, n, s] => (*p, Some((*n).to_owned()), Some((*s).to_owned())),
         _ => return None,
     };
-    Some(Target { resource: format!("{gv}/{plural}"), namespace, name, subresource: sub })
+    Some(Target {
+        resource: format!("{gv}/{plural}"),
+        namespace,
+        name,
+        subresource: sub,
+    })
 }
 
 fn labels_match(obj: &Value, selector: Option<&String>) -> bool {
-    let Some(sel) = selector.filter(|s| !s.is_empty()) else { return true };
+    let Some(sel) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
     sel.split(',').all(|term| {
-        let (k, v) = term.split_once("==").or_else(|| term.split_once('=')).unwrap_or((term, ""));
+        let (k, v) = term
+            .split_once("==")
+            .or_else(|| term.split_once('='))
+            .unwrap_or((term, ""));
         obj["metadata"]["labels"][k.trim()].as_str() == Some(v.trim())
     })
 }
@@ -142,7 +162,9 @@ fn labels_match(obj: &Value, selector: Option<&String>) -> bool {
 impl FakeApi {
     /// Starts the fake on a free loopback port.
     pub async fn start() -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (changes, _) = broadcast::channel(4096);
         let (drop_tx, _) = broadcast::channel(16);
@@ -185,17 +207,28 @@ impl FakeApi {
 
     /// An object, if present. `resource` is e.g. `devices.kubeedge.io/v1beta1/devices`.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
-        lock(&self.store).objects.get(&(resource.to_owned(), namespace.to_owned(), name.to_owned())).cloned()
+        lock(&self.store)
+            .objects
+            .get(&(resource.to_owned(), namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// All objects of a resource.
     pub fn list(&self, resource: &str) -> Vec<Value> {
-        lock(&self.store).objects.iter().filter(|(k, _)| k.0 == resource).map(|(_, v)| v.clone()).collect()
+        lock(&self.store)
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == resource)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Creates or replaces an object directly (as `kubectl apply` would).
     pub fn put(&self, resource: &str, object: Value) -> Value {
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
         let key = (resource.to_owned(), ns, name);
         let st = lock(&self.store);
@@ -203,7 +236,8 @@ impl FakeApi {
         let mut obj = object;
         if let Some(old) = &old {
             obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
-            obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+            obj["metadata"]["generation"] =
+                json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             if obj.get("status").is_none() && old.get("status").is_some() {
                 obj["status"] = old["status"].clone();
             }
@@ -221,7 +255,9 @@ impl FakeApi {
     fn delete_key(&self, key: Key) -> Option<Value> {
         let mut st = lock(&self.store);
         let obj = st.objects.get(&key).cloned()?;
-        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+        let has_finalizers = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
         if has_finalizers {
             if obj["metadata"].get("deletionTimestamp").is_none() {
                 let mut o = obj;
@@ -236,7 +272,13 @@ impl FakeApi {
         let rv = st.rv;
         let mut o = obj;
         o["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let change = Change { rv, kind: "DELETED", key, object: o.clone(), old: None };
+        let change = Change {
+            rv,
+            kind: "DELETED",
+            key,
+            object: o.clone(),
+            old: None,
+        };
         st.history.push(change.clone());
         drop(st);
         let _ = self.changes.send(change);
@@ -256,17 +298,31 @@ impl FakeApi {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         // The last finalizer gone from a deleting object: it goes.
         let deleting = obj["metadata"].get("deletionTimestamp").is_some()
-            && obj["metadata"]["finalizers"].as_array().is_none_or(|a| a.is_empty());
+            && obj["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|a| a.is_empty());
         if deleting {
             st.objects.remove(&key);
-            let change = Change { rv, kind: "DELETED", key, object: obj.clone(), old: None };
+            let change = Change {
+                rv,
+                kind: "DELETED",
+                key,
+                object: obj.clone(),
+                old: None,
+            };
             st.history.push(change.clone());
             drop(st);
             let _ = self.changes.send(change);
             return obj;
         }
         let old = st.objects.insert(key.clone(), obj.clone());
-        let change = Change { rv, kind: if created { "ADDED" } else { "MODIFIED" }, key, object: obj.clone(), old };
+        let change = Change {
+            rv,
+            kind: if created { "ADDED" } else { "MODIFIED" },
+            key,
+            object: obj.clone(),
+            old,
+        };
         st.history.push(change.clone());
         drop(st);
         let _ = self.changes.send(change);
@@ -282,64 +338,124 @@ async fn handle(
     Query(q): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    lock(&api.store).requests.push((method.to_string(), uri.to_string()));
+    lock(&api.store)
+        .requests
+        .push((method.to_string(), uri.to_string()));
     if api.down.load(Ordering::SeqCst) {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "the fake API server is down");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the fake API server is down",
+        );
     }
     let Some(t) = parse(uri.path()) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", &format!("unknown path {}", uri.path()));
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("unknown path {}", uri.path()),
+        );
     };
-    let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     let ns = t.namespace.clone().unwrap_or_default();
     match (method.clone(), t.name.clone()) {
-        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(api, t, q),
+        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch(api, t, q)
+        }
         (Method::GET, None) => {
             let st = lock(&api.store);
             let items: Vec<Value> = st
                 .objects
                 .iter()
-                .filter(|(k, v)| k.0 == t.resource && (t.namespace.is_none() || k.1 == ns) && labels_match(v, q.get("labelSelector")))
+                .filter(|(k, v)| {
+                    k.0 == t.resource
+                        && (t.namespace.is_none() || k.1 == ns)
+                        && labels_match(v, q.get("labelSelector"))
+                })
                 .map(|(_, v)| v.clone())
                 .collect();
-            json_response(&json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}))
+            json_response(
+                &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+            )
         }
         (Method::POST, None) => {
             let name = body["metadata"]["name"].as_str().unwrap_or("").to_owned();
             let key = (t.resource.clone(), ns.clone(), name.clone());
             if name.is_empty() {
-                return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name is required");
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "metadata.name is required",
+                );
             }
             if lock(&api.store).objects.contains_key(&key) {
-                return status(StatusCode::CONFLICT, "AlreadyExists", &format!("{name} already exists"));
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("{name} already exists"),
+                );
             }
             let mut obj = body;
             if !ns.is_empty() {
                 obj["metadata"]["namespace"] = json!(ns);
             }
             let created = api.write(key, obj, true);
-            (StatusCode::CREATED, [("content-type", "application/json")], created.to_string()).into_response()
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                created.to_string(),
+            )
+                .into_response()
         }
         (Method::GET, Some(name)) => match api.get(&t.resource, &ns, &name) {
             Some(o) => json_response(&o),
-            None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{} {name} not found", t.resource)),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{} {name} not found", t.resource),
+            ),
         },
-        (Method::DELETE, Some(name)) => match api.delete_key((t.resource.clone(), ns, name.clone())) {
-            Some(o) => json_response(&o),
-            None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{name} not found")),
-        },
+        (Method::DELETE, Some(name)) => {
+            match api.delete_key((t.resource.clone(), ns, name.clone())) {
+                Some(o) => json_response(&o),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{name} not found"),
+                ),
+            }
+        }
         (Method::PUT | Method::PATCH, Some(name)) => {
             let key = (t.resource.clone(), ns, name.clone());
             let Some(current) = api.get(&key.0, &key.1, &key.2) else {
-                return status(StatusCode::NOT_FOUND, "NotFound", &format!("{} {name} not found", t.resource));
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{} {name} not found", t.resource),
+                );
             };
             if let Some(want) = body["metadata"]["resourceVersion"].as_str()
                 && Some(want) != current["metadata"]["resourceVersion"].as_str()
             {
-                return status(StatusCode::CONFLICT, "Conflict", "the object has been modified");
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "the object has been modified",
+                );
             }
-            let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ctype = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if method == Method::PATCH && ctype.contains("json-patch") {
-                return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "JSON Patch is not supported by the fake");
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    "JSON Patch is not supported by the fake",
+                );
             }
             let mut next = current.clone();
             let status_only = t.subresource.as_deref() == Some("status");
@@ -365,12 +481,17 @@ async fn handle(
                     merge(&mut next, &b);
                 }
                 if next.get("spec") != current.get("spec") {
-                    next["metadata"]["generation"] = json!(current["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+                    next["metadata"]["generation"] =
+                        json!(current["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
                 }
             }
             json_response(&api.write(key, next, false))
         }
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not supported by the fake"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not supported by the fake",
+        ),
     }
 }
 
@@ -388,8 +509,14 @@ impl StatusEntry for Value {
 }
 
 fn watch(api: FakeApi, t: Target, q: BTreeMap<String, String>) -> Response {
-    let from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let timeout = q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(300u64);
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300u64);
     let selector = q.get("labelSelector").cloned();
     let ns = t.namespace.clone();
     let resource = t.resource.clone();
@@ -400,17 +527,31 @@ fn watch(api: FakeApi, t: Target, q: BTreeMap<String, String>) -> Response {
             return None;
         }
         let now = labels_match(&c.object, selector.as_ref());
-        let before = c.old.as_ref().is_some_and(|o| labels_match(o, selector.as_ref()));
+        let before = c
+            .old
+            .as_ref()
+            .is_some_and(|o| labels_match(o, selector.as_ref()));
         match (c.kind, before, now) {
-            ("MODIFIED", true, false) => Some(Change { kind: "DELETED", ..c.clone() }),
-            ("MODIFIED", false, true) => Some(Change { kind: "ADDED", ..c.clone() }),
+            ("MODIFIED", true, false) => Some(Change {
+                kind: "DELETED",
+                ..c.clone()
+            }),
+            ("MODIFIED", false, true) => Some(Change {
+                kind: "ADDED",
+                ..c.clone()
+            }),
             (_, _, true) => Some(c.clone()),
             _ => None,
         }
     };
     // Subscribe before reading history so nothing falls between the two.
     let live = tokio_stream::wrappers::BroadcastStream::new(api.changes.subscribe());
-    let backlog: Vec<Change> = lock(&api.store).history.iter().filter(|c| c.rv > from).cloned().collect();
+    let backlog: Vec<Change> = lock(&api.store)
+        .history
+        .iter()
+        .filter(|c| c.rv > from)
+        .cloned()
+        .collect();
     let last_backlog = backlog.last().map_or(from, |c| c.rv);
     let m1 = matches.clone();
     let past = futures::stream::iter(backlog.into_iter().filter_map(move |c| m1(&c)));
@@ -427,7 +568,12 @@ fn watch(api: FakeApi, t: Target, q: BTreeMap<String, String>) -> Response {
     };
     let events = past
         .chain(future)
-        .map(|c| Ok::<_, std::io::Error>(Bytes::from(format!("{}\n", json!({"type": c.kind, "object": c.object})))))
+        .map(|c| {
+            Ok::<_, std::io::Error>(Bytes::from(format!(
+                "{}\n",
+                json!({"type": c.kind, "object": c.object})
+            )))
+        })
         .take_until(stop);
     Response::builder()
         .status(StatusCode::OK)
@@ -443,15 +589,33 @@ mod tests {
     #[test]
     fn merge_patch_rules() {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}, "l": [1, 2]});
-        merge(&mut t, &json!({"b": {"c": null, "e": 4}, "l": [9], "z": "x"}));
-        assert_eq!(t, json!({"a": 1, "b": {"d": 3, "e": 4}, "l": [9], "z": "x"}));
+        merge(
+            &mut t,
+            &json!({"b": {"c": null, "e": 4}, "l": [9], "z": "x"}),
+        );
+        assert_eq!(
+            t,
+            json!({"a": 1, "b": {"d": 3, "e": 4}, "l": [9], "z": "x"})
+        );
     }
 
     #[test]
     fn paths() {
         let t = parse("/apis/devices.kubeedge.io/v1beta1/namespaces/ns/devices/d/status").unwrap();
-        assert_eq!((t.resource.as_str(), t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
-            ("devices.kubeedge.io/v1beta1/devices", Some("ns"), Some("d"), Some("status")));
+        assert_eq!(
+            (
+                t.resource.as_str(),
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            (
+                "devices.kubeedge.io/v1beta1/devices",
+                Some("ns"),
+                Some("d"),
+                Some("status")
+            )
+        );
         let t = parse("/apis/devices.kubeedge.io/v1beta1/devices").unwrap();
         assert!(t.namespace.is_none() && t.name.is_none());
         let t = parse("/api/v1/namespaces/default/events").unwrap();
