@@ -441,7 +441,7 @@ mod tests {
             reason: "Invalid",
             message: "x".into(),
         };
-        let flipped = ready_condition(&bad, Some(3), &[again.clone()], t1);
+        let flipped = ready_condition(&bad, Some(3), std::slice::from_ref(&again), t1);
         assert_eq!(
             (
                 flipped.status.as_str(),

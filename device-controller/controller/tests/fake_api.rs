@@ -65,7 +65,7 @@ fn ready(api: &FakeApi, name: &str) -> Option<(String, String, String)> {
 
 #[tokio::test]
 async fn devices_models_labels_statuses_and_finalizers() {
-    let api = FakeApi::start().await;
+    let api = FakeApi::start().await.unwrap();
     api.put(MODELS, model("m"));
     api.put(DEVICES, device("d1", "m", "edge-1", "30"));
     let shutdown = CancellationToken::new();
@@ -171,7 +171,7 @@ async fn devices_models_labels_statuses_and_finalizers() {
 
 #[tokio::test]
 async fn leader_election_allows_one_holder() {
-    let api = FakeApi::start().await;
+    let api = FakeApi::start().await.unwrap();
     let leases: Api<Lease> = Api::namespaced(client(&api), "kubeedge");
     let a = LeaseConfig {
         name: "dc".into(),

@@ -161,11 +161,9 @@ fn labels_match(obj: &Value, selector: Option<&String>) -> bool {
 
 impl FakeApi {
     /// Starts the fake on a free loopback port.
-    pub async fn start() -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+    pub async fn start() -> std::io::Result<FakeApi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let (changes, _) = broadcast::channel(4096);
         let (drop_tx, _) = broadcast::channel(16);
         let api = FakeApi {
@@ -179,7 +177,7 @@ impl FakeApi {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        api
+        Ok(api)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -523,7 +521,7 @@ fn watch(api: FakeApi, t: Target, q: BTreeMap<String, String>) -> Response {
     // What a watcher with this selector sees of a change: label changes move
     // objects in (ADDED) and out (DELETED) of the selection.
     let matches = move |c: &Change| -> Option<Change> {
-        if c.key.0 != resource || !ns.as_ref().is_none_or(|n| *n == c.key.1) {
+        if c.key.0 != resource || ns.as_ref().is_some_and(|n| *n != c.key.1) {
             return None;
         }
         let now = labels_match(&c.object, selector.as_ref());
