@@ -227,7 +227,11 @@ async fn kubernetes_source_end_to_end() {
     let p0 = status_patches(&api, "line-1");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let n = status_patches(&api, "line-1") - p0;
-    assert!((1..=4).contains(&n), "{n} status patches in {:?}", t0.elapsed());
+    assert!(
+        (1..=4).contains(&n),
+        "{n} status patches in {:?}",
+        t0.elapsed()
+    );
     assert!(patches_before > 0);
 
     // Deleted: gone from the node.
