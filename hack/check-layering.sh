@@ -14,11 +14,22 @@ for manifest in mappers/*/Cargo.toml; do
     fi
   done
 done
-for banned in tonic kube; do
-  if cargo tree -p device-crds -e normal --prefix none --locked 2>/dev/null | awk '{print $1}' | grep -qx "$banned"; then
-    echo "layering violation: device-crds pulls in $banned" >&2
-    fail=1
-  fi
+# Whole trees: the SDK and drivers never pull in Kubernetes; the CRD types never gRPC.
+tree_bans() {
+  local crate=$1; shift
+  local all
+  all=$(cargo tree -p "$crate" -e normal --prefix none --locked 2>/dev/null | awk '{print $1}')
+  for banned in "$@"; do
+    if echo "$all" | grep -qx "$banned"; then
+      echo "layering violation: $crate pulls in $banned" >&2
+      fail=1
+    fi
+  done
+}
+tree_bans device-crds tonic
+tree_bans mapper-sdk kube k8s-openapi
+for manifest in mappers/*/Cargo.toml; do
+  tree_bans "$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)" kube k8s-openapi
 done
 [ $fail = 0 ] && echo "layering ok"
 exit $fail
