@@ -1,16 +1,26 @@
 //! # device-crds
 //!
-//! Rust types of the KubeEdge `devices.kubeedge.io/v1beta1` resources, `Device` and
-//! `DeviceModel`, field for field with the upstream schema (KubeEdge v1.23), so
-//! YAML written for KubeEdge parses unchanged. Free-form fields (`configData`,
-//! `protocolConfigData`, `anomalyDetection`) stay JSON.
+//! Rust types of the KubeEdge `devices.kubeedge.io/v1beta1` resources, field for
+//! field with the upstream schema (KubeEdge v1.23), as kube `CustomResource`s
+//! with schemars schemas: [`Device`], [`DeviceModel`] and [`DeviceStatus`].
+//! YAML written for KubeEdge parses unchanged; free-form fields (`configData`,
+//! `protocolConfigData`, `anomalyDetection`, `extensions`) stay JSON and are
+//! `x-kubernetes-preserve-unknown-fields` in the CRDs.
 //!
-//! The spec structs reject unknown fields, so a misspelt key in a YAML file is an
-//! error naming the field instead of a silently ignored setting. `metadata`
-//! accepts any Kubernetes metadata.
+//! Two status shapes exist upstream, and both are here:
+//! * KubeEdge v1.23+: twins, state and lastOnlineTime live in a separate
+//!   [`DeviceStatus`] object per Device (same name, owner reference);
+//! * before v1.23: they live in the Device's own status ([`DeviceReportedStatus`]:
+//!   `twins`, `state`, `lastOnlineTime`).
 //!
-//! Used by `edgecore-dmi` (its YAML-directory device source). Kubernetes
-//! integration (kube `CustomResource`, schemars) builds on these types.
+//! `edgecore-dmi --status-mode device-status|legacy` and `device-controller
+//! --status-mode device-status|legacy` choose; `device-status` is the default.
+//! The spec structs reject unknown fields, so a misspelt key is an error naming
+//! it instead of a silently ignored setting.
+//!
+//! [`crd_files`] renders the CRDs committed in `deploy/crds/`.
+//!
+//! Used by `edgecore-dmi` (both device sources) and `device-controller`.
 //!
 //! ```no_run
 //! let dev: device_crds::Device = serde_json::from_str(r#"{"apiVersion":"devices.kubeedge.io/v1beta1",
@@ -703,9 +713,21 @@ spec:
             p.visitors.as_ref().unwrap().config_data.as_ref().unwrap()["offset"],
             2
         );
-        // Round trip through JSON keeps everything.
+        // Round trips through JSON and YAML keep everything.
         let again: Device = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
         assert_eq!(again, d);
+        let again: Device = yaml_serde::from_str(&yaml_serde::to_string(&d).unwrap()).unwrap();
+        assert_eq!(again, d);
+        let m2: DeviceModel = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(m2, m);
+        // Serialized back, the upstream keys are there.
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["apiVersion"], API_VERSION);
+        assert_eq!(
+            v["spec"]["properties"][0]["pushMethod"]["dbMethod"]["influxdb2"]["influxdb2DataConfig"]
+                ["fieldKey"],
+            "devicetest"
+        );
     }
 
     #[test]
