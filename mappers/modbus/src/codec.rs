@@ -12,7 +12,7 @@ use mapper_sdk::{DriverError, DriverResult, Value};
 use crate::config::{DataType, ModbusAddress, StringEncoding};
 
 /// Applies `isSwap`/`isRegisterSwap` and returns the value's bytes, big-endian.
-pub(crate) fn to_bytes(words: &[u16], byte_swap: bool, word_swap: bool) -> Vec<u8> {
+pub fn to_bytes(words: &[u16], byte_swap: bool, word_swap: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(words.len() * 2);
     let mut push = |w: u16| {
         let w = if byte_swap { w.swap_bytes() } else { w };
@@ -27,7 +27,7 @@ pub(crate) fn to_bytes(words: &[u16], byte_swap: bool, word_swap: bool) -> Vec<u
 }
 
 /// The inverse of [`to_bytes`].
-pub(crate) fn from_bytes(bytes: &[u8], byte_swap: bool, word_swap: bool) -> Vec<u16> {
+pub fn from_bytes(bytes: &[u8], byte_swap: bool, word_swap: bool) -> Vec<u16> {
     let mut words: Vec<u16> = bytes
         .chunks(2)
         .map(|c| {
@@ -59,7 +59,7 @@ fn transform(a: &ModbusAddress, raw: Value) -> Value {
 }
 
 /// Decodes the registers read for `a` (exactly `a.register_count()` words).
-pub(crate) fn decode_registers(a: &ModbusAddress, words: &[u16]) -> DriverResult<Value> {
+pub fn decode_registers(a: &ModbusAddress, words: &[u16]) -> DriverResult<Value> {
     let dt = a.data_type();
     if dt == DataType::Bit {
         let bit = a.bit.unwrap_or(0);
@@ -115,7 +115,7 @@ fn int_in<T: TryFrom<i64>>(x: f64, name: &str) -> DriverResult<T> {
 }
 
 /// Encodes a value for the registers of `a` (after the inverse of scale/offset).
-pub(crate) fn encode_registers(a: &ModbusAddress, v: &Value) -> DriverResult<Vec<u16>> {
+pub fn encode_registers(a: &ModbusAddress, v: &Value) -> DriverResult<Vec<u16>> {
     let dt = a.data_type();
     let count = usize::from(a.register_count());
     let numeric = || -> DriverResult<f64> {

@@ -27,7 +27,7 @@
 //! ## Feature flags
 //! None: TCP and RTU are both built (tokio-serial needs no system libraries).
 
-mod codec;
+pub mod codec;
 pub mod config;
 pub mod link;
 pub mod plan;
