@@ -37,4 +37,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+log "benchmark suite, quick and on debug builds (checks that it runs; numbers are not judged)"
+cargo run --locked --quiet -p dmi-bench --bin bench-suite -- --quick
+log "criterion micro-benchmarks, one iteration each"
+cargo test --locked --quiet -p dmi-bench --benches
 log "all checks passed"

@@ -38,6 +38,9 @@ struct Args {
     /// Concurrent DMI clients (default 16, quick 8).
     #[arg(long)]
     clients: Option<usize>,
+    /// Run only these groups: modbus, write, dmi, memory (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     #[command(subcommand)]
     internal: Option<Internal>,
 }
@@ -112,9 +115,12 @@ async fn main() -> anyhow::Result<()> {
     let clients = args.clients.unwrap_or(if q { 8 } else { 16 });
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut rows: Vec<[String; 5]> = Vec::new();
+    #[allow(clippy::type_complexity)]
     let mut row = |a: &str, b: String, c: String, d: String, e: &str| {
         rows.push([a.into(), b, c, d, e.into()])
     };
+
+    let run = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
 
     // 1. Modbus collection.
     for (label, map, pts) in [
@@ -199,103 +205,109 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 3. Write latency under full load.
-    eprintln!("write latency...");
-    let s = Scenario {
-        devices,
-        points,
-        map: Map::Contiguous,
-        planning: true,
-        cycle_ms: 1,
-        duration: secs,
-    };
-    let (p50, p99, max, load) = modbus::write_latency(s, if q { 10 } else { 100 }).await?;
-    row(
-        "Write latency UpdateDevice → register, under load",
-        format!("p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"),
-        format!("collecting {} points/s meanwhile", fmt_n(load.points_per_s)),
-        String::new(),
-        "p99 ≤ 20 ms",
-    );
+    if run("write") {
+        eprintln!("write latency...");
+        let s = Scenario {
+            devices,
+            points,
+            map: Map::Contiguous,
+            planning: true,
+            cycle_ms: 1,
+            duration: secs,
+        };
+        let (p50, p99, max, load) = modbus::write_latency(s, if q { 10 } else { 100 }).await?;
+        row(
+            "Write latency UpdateDevice → register, under load",
+            format!("p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"),
+            format!("collecting {} points/s meanwhile", fmt_n(load.points_per_s)),
+            String::new(),
+            "p99 ≤ 20 ms",
+        );
+    }
 
     // 2. DMI reports.
-    eprintln!("DMI reports: edgecore-dmi...");
-    let dmi_devices = if q { 20 } else { 100 };
-    let ec = dmi::edgecore_reports(clients, dmi_devices, secs).await?;
-    eprintln!("DMI reports: null tonic server...");
-    let null = dmi::null_server_reports(clients, dmi_devices, secs).await?;
-    row(
-        &format!("DMI reports/s over UDS, {clients} clients"),
-        fmt_n(ec.per_s),
-        format!("do-nothing tonic server: {}", fmt_n(null.per_s)),
-        format!(
-            "{:.0} % of the transport limit",
-            100.0 * ec.per_s / null.per_s
-        ),
-        "≥ 50 k/s",
-    );
-    row(
-        "DMI report latency",
-        format!(
-            "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms",
-            ec.p50, ec.p99, ec.max
-        ),
-        format!(
-            "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms",
-            null.p50, null.p99, null.max
-        ),
-        String::new(),
-        "p99 ≤ 2 ms",
-    );
-    row(
-        "edgecore-dmi CPU and RSS under report load",
-        format!(
-            "{:.2} cores, {:.1} MiB, {} errors",
-            ec.cpu_cores, ec.rss_mib, ec.errors
-        ),
-        format!("{:.2} cores, {:.1} MiB", null.cpu_cores, null.rss_mib),
-        String::new(),
-        "",
-    );
+    if run("dmi") {
+        eprintln!("DMI reports: edgecore-dmi...");
+        let dmi_devices = if q { 20 } else { 100 };
+        let ec = dmi::edgecore_reports(clients, dmi_devices, secs).await?;
+        eprintln!("DMI reports: null tonic server...");
+        let null = dmi::null_server_reports(clients, dmi_devices, secs).await?;
+        row(
+            &format!("DMI reports/s over UDS, {clients} clients"),
+            fmt_n(ec.per_s),
+            format!("do-nothing tonic server: {}", fmt_n(null.per_s)),
+            format!(
+                "{:.0} % of the transport limit",
+                100.0 * ec.per_s / null.per_s
+            ),
+            "≥ 50 k/s",
+        );
+        row(
+            "DMI report latency",
+            format!(
+                "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms",
+                ec.p50, ec.p99, ec.max
+            ),
+            format!(
+                "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms",
+                null.p50, null.p99, null.max
+            ),
+            String::new(),
+            "p99 ≤ 2 ms",
+        );
+        row(
+            "edgecore-dmi CPU and RSS under report load",
+            format!(
+                "{:.2} cores, {:.1} MiB, {} errors",
+                ec.cpu_cores, ec.rss_mib, ec.errors
+            ),
+            format!("{:.2} cores, {:.1} MiB", null.cpu_cores, null.rss_mib),
+            String::new(),
+            "",
+        );
+    }
 
     // 4. Memory.
-    eprintln!("memory...");
-    let idle = modbus::idle_mapper_rss().await?;
-    row(
-        "Idle mapper RSS (registered, no devices)",
-        format!("{idle:.1} MiB"),
-        String::new(),
-        String::new(),
-        "≤ 6 MB",
-    );
-    let hk = Scenario {
-        devices: 10,
-        points: 100,
-        map: Map::Contiguous,
-        planning: true,
-        cycle_ms: 10,
-        duration: secs,
-    };
-    let at = modbus::collect(hk).await?;
-    row(
-        "Mapper RSS at ~100 k points/s (10 devices × 100 registers every 10 ms)",
-        format!("{:.1} MiB", at.rss_mib),
-        format!(
-            "measured {} points/s, {:.2} cores",
-            fmt_n(at.points_per_s),
-            at.cpu_cores
-        ),
-        String::new(),
-        "≤ 25 MB",
-    );
-    let (ndev, nmap) = if q { (1000, 10) } else { (10_000, 100) };
-    let (loaded, with_mappers) = dmi::edgecore_memory(ndev, nmap).await?;
-    row(
-        &format!("edgecore-dmi RSS, {ndev} devices stored, {nmap} mappers registered"),
-        format!("{with_mappers:.1} MiB"),
-        format!("{loaded:.1} MiB before the mappers registered"),
-        String::new(),
-        "≤ 15 MB at 10 k devices",
-    );
+    if run("memory") {
+        eprintln!("memory...");
+        let idle = modbus::idle_mapper_rss().await?;
+        row(
+            "Idle mapper RSS (registered, no devices)",
+            format!("{idle:.1} MiB"),
+            String::new(),
+            String::new(),
+            "≤ 6 MB",
+        );
+        let hk = Scenario {
+            devices: 10,
+            points: 100,
+            map: Map::Contiguous,
+            planning: true,
+            cycle_ms: 10,
+            duration: secs,
+        };
+        let at = modbus::collect(hk).await?;
+        row(
+            "Mapper RSS at ~100 k points/s (10 devices × 100 registers every 10 ms)",
+            format!("{:.1} MiB", at.rss_mib),
+            format!(
+                "measured {} points/s, {:.2} cores",
+                fmt_n(at.points_per_s),
+                at.cpu_cores
+            ),
+            String::new(),
+            "≤ 25 MB",
+        );
+        let (ndev, nmap) = if q { (1000, 10) } else { (10_000, 100) };
+        let (loaded, with_mappers) = dmi::edgecore_memory(ndev, nmap).await?;
+        row(
+            &format!("edgecore-dmi RSS, {ndev} devices stored, {nmap} mappers registered"),
+            format!("{with_mappers:.1} MiB"),
+            format!("{loaded:.1} MiB before the mappers registered"),
+            String::new(),
+            "≤ 15 MB at 10 k devices",
+        );
+    }
 
     println!("Results of `{command}` on {}:\n", machine());
     println!("| measure | result | baseline in the same run | ratio | target |");

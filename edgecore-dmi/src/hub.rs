@@ -35,6 +35,15 @@ pub fn key(namespace: &str, name: &str) -> Key {
     format!("{ns}/{name}")
 }
 
+/// A fingerprint of a message's encoding: what a mapper was sent is remembered
+/// by fingerprint, not by copy.
+fn fingerprint<M: prost::Message>(m: &M) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.encode_to_vec().hash(&mut h);
+    h.finish()
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -43,10 +52,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// A device of the node. Its DMI message is built when it is sent (rarely), not
+/// kept: only its fingerprint and protocol are, which keeps 10 000 devices small.
 struct DeviceEntry {
-    stored: StoredDevice,
-    /// The DMI message, or why it cannot be built.
-    proto: Result<pb::Device, String>,
+    stored: Arc<StoredDevice>,
+    /// Fingerprint of the DMI message (0 when it cannot be built).
+    fingerprint: u64,
+    /// The protocol it goes to, or why it cannot be dispatched.
+    protocol: Result<String, String>,
     model_key: Option<Key>,
 }
 
@@ -54,8 +67,9 @@ pub(crate) struct MapperLink {
     pub(crate) record: MapperRecord,
     pub(crate) client: DeviceMapperServiceClient<Channel>,
     pub(crate) kick: Arc<Notify>,
-    sent_devices: HashMap<Key, pb::Device>,
-    sent_models: HashMap<Key, pb::DeviceModel>,
+    /// Fingerprints of what the mapper has.
+    sent_devices: HashMap<Key, u64>,
+    sent_models: HashMap<Key, u64>,
     rejected: HashMap<Key, String>,
     last_error: Option<String>,
 }
@@ -71,10 +85,28 @@ pub(crate) enum Action {
     Remove(Key),
 }
 
+struct ModelEntry {
+    stored: Arc<StoredModel>,
+    proto: pb::DeviceModel,
+    fingerprint: u64,
+}
+
+impl ModelEntry {
+    fn new(stored: Arc<StoredModel>) -> Self {
+        let proto = model_to_proto(&stored.crd);
+        let fingerprint = fingerprint(&proto);
+        Self {
+            stored,
+            proto,
+            fingerprint,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     devices: BTreeMap<Key, DeviceEntry>,
-    models: BTreeMap<Key, StoredModel>,
+    models: BTreeMap<Key, ModelEntry>,
     twins: HashMap<Key, TwinState>,
     mappers: BTreeMap<String, MapperLink>,
     source_errors: Vec<String>,
@@ -137,8 +169,8 @@ impl Hub {
     /// Loads what the store held, before the device source's first scan.
     pub(crate) fn restore(
         &self,
-        devices: Vec<StoredDevice>,
-        models: Vec<StoredModel>,
+        devices: Vec<Arc<StoredDevice>>,
+        models: Vec<Arc<StoredModel>>,
         mappers: Vec<MapperRecord>,
         twins: Vec<(Key, TwinState)>,
     ) {
@@ -150,7 +182,7 @@ impl Hub {
                         m.crd.metadata.namespace_or_default(),
                         m.crd.metadata.name_str(),
                     ),
-                    m,
+                    ModelEntry::new(m),
                 );
             }
             for d in devices {
@@ -169,24 +201,32 @@ impl Hub {
         }
     }
 
-    fn entry(&self, st: &State, stored: StoredDevice) -> DeviceEntry {
-        let model_key = stored
-            .crd
-            .spec
-            .model_name()
-            .map(|m| key(stored.crd.metadata.namespace_or_default(), m));
+    /// The DMI message of a device, merged with its model.
+    fn build(
+        &self,
+        st: &State,
+        stored: &StoredDevice,
+        model_key: Option<&Key>,
+    ) -> Result<pb::Device, String> {
         let model = model_key
-            .as_ref()
             .and_then(|k| st.models.get(k))
-            .map(|m| &m.crd);
-        let proto = match (&model_key, model) {
+            .map(|m| &m.stored.crd);
+        match (model_key, model) {
             (None, _) => Err("spec.deviceModelRef.name is empty".to_owned()),
             (Some(mk), None) => Err(format!("model {mk} not found")),
             (Some(_), Some(m)) => {
                 device_to_proto(&stored.crd, Some(m), self.encoding).map_err(|e| e.to_string())
             }
         }
-        .and_then(|p| {
+    }
+
+    fn entry(&self, st: &State, stored: Arc<StoredDevice>) -> DeviceEntry {
+        let model_key = stored
+            .crd
+            .spec
+            .model_name()
+            .map(|m| key(stored.crd.metadata.namespace_or_default(), m));
+        let proto = self.build(st, &stored, model_key.as_ref()).and_then(|p| {
             let proto_name = p
                 .spec
                 .as_ref()
@@ -201,9 +241,17 @@ impl Hub {
                 Ok(p)
             }
         });
+        let fingerprint = proto.as_ref().map(fingerprint).unwrap_or_default();
+        let protocol = proto.map(|p| {
+            p.spec
+                .and_then(|s| s.protocol)
+                .map(|p| p.protocol_name)
+                .unwrap_or_default()
+        });
         DeviceEntry {
             stored,
-            proto,
+            fingerprint,
+            protocol,
             model_key,
         }
     }
@@ -212,13 +260,13 @@ impl Hub {
     /// objects are left alone; changes reach mappers through the dispatchers.
     pub(crate) fn apply_snapshot(
         &self,
-        devices: Vec<StoredDevice>,
-        models: Vec<StoredModel>,
+        devices: Vec<Arc<StoredDevice>>,
+        models: Vec<Arc<StoredModel>>,
         errors: Vec<String>,
     ) {
         let mut st = self.lock();
         st.source_errors = errors;
-        let new_models: BTreeMap<Key, StoredModel> = models
+        let new_models: BTreeMap<Key, Arc<StoredModel>> = models
             .into_iter()
             .map(|m| {
                 (
@@ -232,7 +280,7 @@ impl Hub {
             .collect();
         let mut changed_models = HashSet::new();
         for (k, m) in &new_models {
-            if st.models.get(k).map(|o| &o.crd) != Some(&m.crd) {
+            if st.models.get(k).map(|o| &o.stored.crd) != Some(&m.crd) {
                 tracing::info!(model = %k, origin = %m.origin, "model {}", if st.models.contains_key(k) { "changed" } else { "added" });
                 changed_models.insert(k.clone());
                 st.dirty.insert((Table::Models, k.clone()));
@@ -249,9 +297,16 @@ impl Hub {
             changed_models.insert(k.clone());
             st.dirty.insert((Table::Models, k.clone()));
         }
-        st.models = new_models;
+        let mut models = std::mem::take(&mut st.models);
+        models.retain(|k, _| new_models.contains_key(k));
+        for (k, m) in new_models {
+            if changed_models.contains(&k) || !models.contains_key(&k) {
+                models.insert(k, ModelEntry::new(m));
+            }
+        }
+        st.models = models;
 
-        let new_devices: BTreeMap<Key, StoredDevice> = devices
+        let new_devices: BTreeMap<Key, Arc<StoredDevice>> = devices
             .into_iter()
             .map(|d| {
                 (
@@ -291,7 +346,7 @@ impl Hub {
                 st.dirty.insert((Table::Devices, k.clone()));
             }
             let entry = self.entry(&st, d);
-            if let Err(e) = &entry.proto {
+            if let Err(e) = &entry.protocol {
                 tracing::error!(device = %k, origin = %entry.stored.origin, "device cannot be dispatched: {e}");
             }
             st.devices.insert(k, entry);
@@ -321,32 +376,26 @@ impl Hub {
     }
 
     fn protocol_of(e: &DeviceEntry) -> Option<&str> {
-        e.proto
-            .as_ref()
-            .ok()?
-            .spec
-            .as_ref()?
-            .protocol
-            .as_ref()
-            .map(|p| p.protocol_name.as_str())
+        e.protocol.as_deref().ok()
     }
 
-    /// The devices (with models) a mapper of `protocol` should have.
-    fn desired_for(st: &State, protocol: &str) -> Vec<(Key, pb::Device, Key, pb::DeviceModel)> {
+    /// The devices a mapper of `protocol` should have: (device key, device
+    /// fingerprint, model key, model fingerprint).
+    fn desired_for(st: &State, protocol: &str) -> Vec<(Key, u64, Key, u64)> {
         st.devices
             .iter()
             .filter(|(_, e)| Self::protocol_of(e) == Some(protocol))
             .filter_map(|(k, e)| {
                 let mk = e.model_key.clone()?;
                 let model = st.models.get(&mk)?;
-                Some((
-                    k.clone(),
-                    e.proto.as_ref().ok()?.clone(),
-                    mk,
-                    model_to_proto(&model.crd),
-                ))
+                Some((k.clone(), e.fingerprint, mk, model.fingerprint))
             })
             .collect()
+    }
+
+    fn device_proto(&self, st: &State, k: &str) -> Option<pb::Device> {
+        let e = st.devices.get(k)?;
+        self.build(st, &e.stored, e.model_key.as_ref()).ok()
     }
 
     fn upsert_link(&self, record: MapperRecord, registered: bool) -> Arc<Notify> {
@@ -404,22 +453,28 @@ impl Hub {
         let desired = Self::desired_for(&st, &protocol);
         let mut models = Vec::new();
         let mut devices = Vec::new();
-        if let Some(link) = st.mappers.get_mut(&name) {
-            link.sent_devices.clear();
-            link.sent_models.clear();
-            link.rejected.clear();
-            if with_data {
-                for (k, d, mk, m) in desired {
-                    if let std::collections::hash_map::Entry::Vacant(slot) =
-                        link.sent_models.entry(mk)
-                    {
-                        slot.insert(m.clone());
-                        models.push(m);
+        let mut sent_models = HashMap::new();
+        let mut sent_devices = HashMap::new();
+        if with_data {
+            for (k, df, mk, mf) in desired {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    sent_models.entry(mk.clone())
+                {
+                    slot.insert(mf);
+                    if let Some(m) = st.models.get(&mk) {
+                        models.push(m.proto.clone());
                     }
-                    link.sent_devices.insert(k, d.clone());
+                }
+                if let Some(d) = self.device_proto(&st, &k) {
+                    sent_devices.insert(k, df);
                     devices.push(d);
                 }
             }
+        }
+        if let Some(link) = st.mappers.get_mut(&name) {
+            link.sent_devices = sent_devices;
+            link.sent_models = sent_models;
+            link.rejected.clear();
         }
         drop(st);
         kick.notify_one();
@@ -437,17 +492,26 @@ impl Hub {
         let mut actions = Vec::new();
         let mut planned_models = HashSet::new();
         let mut keep = HashSet::new();
-        for (k, d, mk, m) in desired {
+        let model = |mk: &str| st.models.get(mk).map(|m| m.proto.clone());
+        for (k, df, mk, mf) in desired {
             if planned_models.insert(mk.clone()) {
                 match link.sent_models.get(&mk) {
-                    None => actions.push(Action::CreateModel(mk.clone(), m)),
-                    Some(old) if *old != m => actions.push(Action::UpdateModel(mk.clone(), m)),
+                    None => actions.extend(model(&mk).map(|m| Action::CreateModel(mk.clone(), m))),
+                    Some(old) if *old != mf => {
+                        actions.extend(model(&mk).map(|m| Action::UpdateModel(mk.clone(), m)))
+                    }
                     Some(_) => {}
                 }
             }
             match link.sent_devices.get(&k) {
-                None => actions.push(Action::Register(k.clone(), d)),
-                Some(old) if *old != d => actions.push(Action::Update(k.clone(), d)),
+                None => actions.extend(
+                    self.device_proto(&st, &k)
+                        .map(|d| Action::Register(k.clone(), d)),
+                ),
+                Some(old) if *old != df => actions.extend(
+                    self.device_proto(&st, &k)
+                        .map(|d| Action::Update(k.clone(), d)),
+                ),
                 Some(_) => {}
             }
             keep.insert(k);
@@ -475,13 +539,13 @@ impl Hub {
         link.last_error = None;
         match action {
             Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
-                link.sent_models.insert(k.clone(), m.clone());
+                link.sent_models.insert(k.clone(), fingerprint(m));
             }
             Action::RemoveModel(k) => {
                 link.sent_models.remove(k);
             }
             Action::Register(k, d) | Action::Update(k, d) => {
-                link.sent_devices.insert(k.clone(), d.clone());
+                link.sent_devices.insert(k.clone(), fingerprint(d));
                 match refusal {
                     Some(r) => {
                         link.rejected.insert(k.clone(), r);
@@ -608,8 +672,8 @@ impl Hub {
         let mut ops = Vec::with_capacity(dirty.len());
         for (table, k) in dirty {
             let bytes = match table {
-                Table::Devices => st.devices.get(&k).map(|e| serde_json::to_vec(&e.stored)),
-                Table::Models => st.models.get(&k).map(serde_json::to_vec),
+                Table::Devices => st.devices.get(&k).map(|e| serde_json::to_vec(&*e.stored)),
+                Table::Models => st.models.get(&k).map(|m| serde_json::to_vec(&*m.stored)),
                 Table::Mappers => st.mappers.get(&k).map(|l| serde_json::to_vec(&l.record)),
                 Table::Twins => st.twins.get(&k).map(serde_json::to_vec),
             };
@@ -642,7 +706,7 @@ impl Hub {
                     .map(|l| l.record.name.clone())
                     .collect();
                 let mut errors = Vec::new();
-                if let Err(err) = &e.proto {
+                if let Err(err) = &e.protocol {
                     errors.push(err.clone());
                 } else if !st.mappers.values().any(|l| l.record.protocol == protocol) {
                     errors.push(format!("no mapper registered for protocol `{protocol}`"));

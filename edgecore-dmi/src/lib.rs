@@ -128,8 +128,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             "restored from the store"
         );
         hub.restore(
-            devices.into_iter().map(|(_, d)| d).collect(),
-            models.into_iter().map(|(_, m)| m).collect(),
+            devices.into_iter().map(|(_, d)| Arc::new(d)).collect(),
+            models.into_iter().map(|(_, m)| Arc::new(m)).collect(),
             mappers.into_iter().map(|(_, m)| m).collect(),
             twins,
         );

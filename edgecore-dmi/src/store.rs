@@ -9,6 +9,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+/// Page cache of the store, bytes.
+pub const STORE_CACHE: usize = 4 << 20;
+
 /// A table of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -77,7 +80,11 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(redb::Error::Io(e)))?;
         }
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
+        // A small page cache: the store holds little and is read at start only.
+        let db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE)
+            .create(path)
+            .map_err(|e| err(e.into()))?;
         let w = db.begin_write().map_err(|e| err(e.into()))?;
         for t in Table::ALL {
             w.open_table(t.def()).map_err(|e| err(e.into()))?;

@@ -179,7 +179,7 @@ pub struct DeviceProperty {
     pub report_to_cloud: Option<bool>,
     /// Push targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push_method: Option<PushMethod>,
+    pub push_method: Option<Box<PushMethod>>,
 }
 
 /// A twin value with metadata.

@@ -120,12 +120,14 @@ impl DeviceSource for KubeSource {
                 continue;
             }
             // The label is the selector; spec.nodeName is the truth.
-            let mine: Vec<StoredDevice> = dev_map
+            let mine: Vec<std::sync::Arc<StoredDevice>> = dev_map
                 .values()
                 .filter(|d| d.spec.node_name.as_deref() == Some(self.node.as_str()))
-                .map(|d| StoredDevice {
-                    crd: d.clone(),
-                    origin: ORIGIN.to_owned(),
+                .map(|d| {
+                    std::sync::Arc::new(StoredDevice {
+                        crd: d.clone(),
+                        origin: ORIGIN.to_owned(),
+                    })
                 })
                 .collect();
             let wanted: std::collections::HashSet<String> = mine
@@ -137,12 +139,14 @@ impl DeviceSource for KubeSource {
                         .map(|m| format!("{}/{m}", d.crd.metadata.namespace_or_default()))
                 })
                 .collect();
-            let models: Vec<StoredModel> = model_map
+            let models: Vec<std::sync::Arc<StoredModel>> = model_map
                 .iter()
                 .filter(|(k, _)| wanted.contains(*k))
-                .map(|(_, m)| StoredModel {
-                    crd: m.clone(),
-                    origin: ORIGIN.to_owned(),
+                .map(|(_, m)| {
+                    std::sync::Arc::new(StoredModel {
+                        crd: m.clone(),
+                        origin: ORIGIN.to_owned(),
+                    })
                 })
                 .collect();
             let event = SourceEvent::Snapshot {

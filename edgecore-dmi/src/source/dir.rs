@@ -9,6 +9,7 @@
 use device_crds::MetaExt;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
@@ -28,9 +29,10 @@ const RESCAN: Duration = Duration::from_secs(10);
 pub struct DirectorySource {
     dir: PathBuf,
     /// Last good objects per file.
-    last_good: BTreeMap<PathBuf, (Vec<StoredDevice>, Vec<StoredModel>)>,
-    /// Content and errors of each file at the last scan, to skip unchanged files.
-    last_text: BTreeMap<PathBuf, (String, Vec<String>)>,
+    last_good: BTreeMap<PathBuf, (Vec<Arc<StoredDevice>>, Vec<Arc<StoredModel>>)>,
+    /// Fingerprint of each file's content and its errors at the last scan, to
+    /// skip unchanged files.
+    last_text: BTreeMap<PathBuf, (u64, Vec<String>)>,
 }
 
 impl DirectorySource {
@@ -88,8 +90,14 @@ impl DirectorySource {
                     continue;
                 }
             };
+            let text_hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                text.hash(&mut h);
+                h.finish()
+            };
             if let Some((old, old_errors)) = self.last_text.get(path)
-                && *old == text
+                && *old == text_hash
             {
                 errors.extend(old_errors.iter().cloned());
                 continue;
@@ -101,7 +109,10 @@ impl DirectorySource {
             }
             errors.extend(parsed.errors.iter().cloned());
             let file_errors = parsed.errors.clone();
-            let (mut devices, mut models) = (parsed.devices, parsed.models);
+            let mut devices: Vec<Arc<StoredDevice>> =
+                parsed.devices.into_iter().map(Arc::new).collect();
+            let mut models: Vec<Arc<StoredModel>> =
+                parsed.models.into_iter().map(Arc::new).collect();
             if !parsed.errors.is_empty()
                 && let Some((old_d, old_m)) = self.last_good.get(path)
             {
@@ -131,7 +142,8 @@ impl DirectorySource {
                 }
             }
             self.last_good.insert(path.clone(), (devices, models));
-            self.last_text.insert(path.clone(), (text, file_errors));
+            self.last_text
+                .insert(path.clone(), (text_hash, file_errors));
         }
         let mut devices = Vec::new();
         let mut models = Vec::new();

@@ -10,6 +10,7 @@ pub use dir::DirectorySource;
 pub use parse::{ParsedFile, parse_file};
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,10 +23,10 @@ pub enum SourceEvent {
     /// The complete current set of devices and models; replaces the previous one.
     /// `errors` are problems found on the way (with file and line), shown to users.
     Snapshot {
-        /// Every device.
-        devices: Vec<StoredDevice>,
+        /// Every device (shared with the source's own view, not copied).
+        devices: Vec<Arc<StoredDevice>>,
         /// Every model.
-        models: Vec<StoredModel>,
+        models: Vec<Arc<StoredModel>>,
         /// Problems found.
         errors: Vec<String>,
     },

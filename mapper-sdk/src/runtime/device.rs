@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::snapshot::{DesiredOutcome, DeviceSnapshot};
+use super::snapshot::{DesiredOutcome, DeviceSnapshot, PropertySnapshot};
 use crate::config::RuntimeConfig;
 use crate::device::{DeviceModel, DeviceSpec, ModelProperty};
 use crate::driver::{DeviceState, Driver};
@@ -35,6 +35,8 @@ pub(crate) struct DeviceCtx {
 
 struct Prop<A> {
     name: String,
+    /// Index of this property in the snapshot.
+    slot: usize,
     model: Option<ModelProperty>,
     addr: A,
     cycle: Duration,
@@ -165,7 +167,16 @@ impl<D: Driver> DeviceTask<D> {
         let now = Instant::now();
         let mut props = Vec::new();
         let mut config_errors = Vec::new();
-        for p in &ctx.spec.properties {
+        lock(&ctx.snapshot).properties = ctx
+            .spec
+            .properties
+            .iter()
+            .map(|p| PropertySnapshot {
+                name: p.name.clone(),
+                ..PropertySnapshot::default()
+            })
+            .collect();
+        for (slot, p) in ctx.spec.properties.iter().enumerate() {
             let model = ctx.model.properties.get(&p.name).cloned();
             if model.is_none() {
                 tracing::warn!(device = %ctx.spec.id, property = %p.name, model = %ctx.model.id,
@@ -188,6 +199,7 @@ impl<D: Driver> DeviceTask<D> {
             match parsed {
                 Ok(addr) => props.push(Prop {
                     name: p.name.clone(),
+                    slot,
                     model,
                     addr,
                     cycle: p.collect_cycle,
@@ -199,11 +211,7 @@ impl<D: Driver> DeviceTask<D> {
                 Err(e) => {
                     let msg = format!("bad visitor configData: {e}");
                     tracing::error!(device = %ctx.spec.id, property = %p.name, "{msg}; property skipped");
-                    lock(&ctx.snapshot)
-                        .properties
-                        .entry(p.name.clone())
-                        .or_default()
-                        .error = Some(msg.clone());
+                    lock(&ctx.snapshot).properties[slot].error = Some(msg.clone());
                     config_errors.push((p.name.clone(), msg));
                 }
             }
@@ -213,8 +221,8 @@ impl<D: Driver> DeviceTask<D> {
         {
             let mut snap = lock(&ctx.snapshot);
             for p in &props {
-                let e = snap.properties.entry(p.name.clone()).or_default();
-                e.desired = p.desired.clone().map(|d| (d, DesiredOutcome::Pending));
+                snap.properties[p.slot].desired =
+                    p.desired.clone().map(|d| (d, DesiredOutcome::Pending));
             }
         }
         Self {
@@ -281,7 +289,7 @@ impl<D: Driver> DeviceTask<D> {
                 tracing::info!(device = %self.ctx.spec.id, property = %p.name, desired = ?new, "desired value changed");
                 p.desired = new;
                 p.outcome = DesiredOutcome::Pending;
-                snap.properties.entry(p.name.clone()).or_default().desired =
+                snap.properties[p.slot].desired =
                     p.desired.clone().map(|d| (d, DesiredOutcome::Pending));
             }
         }
@@ -367,11 +375,7 @@ impl<D: Driver> DeviceTask<D> {
             p.outcome = outcome.clone();
             // Read it back on the next tick so reported converges quickly.
             p.next_due = Instant::now();
-            lock(&self.ctx.snapshot)
-                .properties
-                .entry(p.name.clone())
-                .or_default()
-                .desired = Some((desired, outcome));
+            lock(&self.ctx.snapshot).properties[p.slot].desired = Some((desired, outcome));
         }
         Ok(())
     }
@@ -422,7 +426,7 @@ impl<D: Driver> DeviceTask<D> {
             for (&i, result) in due.iter().zip(results) {
                 let p = &mut self.props[i];
                 p.next_due = advance(p.next_due, p.cycle, now);
-                let entry = snap.properties.entry(p.name.clone()).or_default();
+                let entry = &mut snap.properties[p.slot];
                 let value = result
                     .map_err(|e| (e.is_link_failure(), e.to_string()))
                     .and_then(|v| match p.ty() {
@@ -437,16 +441,16 @@ impl<D: Driver> DeviceTask<D> {
                 match value {
                     Ok(v) => {
                         ok += 1;
-                        let (text, changed) = sanitize_twin_value(&v.to_string());
-                        if changed {
-                            tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
-                        }
-                        entry.reported = Some(text.clone());
-                        entry.reported_at = Some(read_at);
-                        entry.error = None;
                         if p.report {
+                            let (text, changed) = sanitize_twin_value(&v.to_string());
+                            if changed {
+                                tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
+                            }
                             twins.push(twin(p, text, &ts));
                         }
+                        entry.reported = Some(v);
+                        entry.reported_at = Some(read_at);
+                        entry.error = None;
                     }
                     Err((link, e)) => {
                         tracing::warn!(device = %self.ctx.spec.id, property = %p.name, error = %e, "read failed");

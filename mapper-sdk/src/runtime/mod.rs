@@ -277,10 +277,14 @@ impl<D: Driver> Panel<D> {
         status.twins = snap
             .properties
             .iter()
-            .map(|(name, p)| pb::Twin {
-                property_name: name.clone(),
+            .map(|p| pb::Twin {
+                property_name: p.name.clone(),
                 reported: Some(pb::TwinProperty {
-                    value: p.reported.clone().unwrap_or_default(),
+                    value: p
+                        .reported
+                        .as_ref()
+                        .map(|v| crate::value::sanitize_twin_value(&v.to_string()).0)
+                        .unwrap_or_default(),
                     metadata: Default::default(),
                 }),
                 observed_desired: Some(pb::TwinProperty {

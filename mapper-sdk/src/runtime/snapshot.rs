@@ -1,10 +1,10 @@
 //! The latest known state of a device, shared between its task and readers
 //! (GetDevice, tests, the data panel).
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::driver::DeviceState;
+use crate::value::Value;
 
 /// What happened to a property's desired value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,10 @@ impl DesiredOutcome {
 /// One property's latest state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PropertySnapshot {
-    /// Last value read, as twin text.
-    pub reported: Option<String>,
+    /// Property name.
+    pub name: String,
+    /// Last value read (typed as the model says).
+    pub reported: Option<Value>,
     /// When it was read.
     pub reported_at: Option<SystemTime>,
     /// Desired value text and what happened to it.
@@ -49,8 +51,15 @@ pub struct DeviceSnapshot {
     pub state: DeviceState,
     /// Device-level error (bad protocol config, last connect failure).
     pub error: Option<String>,
-    /// Properties by name.
-    pub properties: BTreeMap<String, PropertySnapshot>,
+    /// Properties, in the device's order.
+    pub properties: Vec<PropertySnapshot>,
+}
+
+impl DeviceSnapshot {
+    /// A property by name.
+    pub fn property(&self, name: &str) -> Option<&PropertySnapshot> {
+        self.properties.iter().find(|p| p.name == name)
+    }
 }
 
 impl Default for DeviceSnapshot {
@@ -58,7 +67,7 @@ impl Default for DeviceSnapshot {
         Self {
             state: DeviceState::Unknown,
             error: None,
-            properties: BTreeMap::new(),
+            properties: Vec::new(),
         }
     }
 }
