@@ -127,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
         ("contiguous", Map::Contiguous, points),
         ("sparse (every 3rd register)", Map::Sparse, points / 2),
     ] {
+        if !run("modbus") {
+            break;
+        }
         let s = Scenario {
             devices,
             points: pts,

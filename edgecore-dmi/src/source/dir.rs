@@ -24,12 +24,15 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Rescan interval when no change events arrive.
 const RESCAN: Duration = Duration::from_secs(10);
 
+/// The devices and models one file yielded.
+type FileObjects = (Vec<Arc<StoredDevice>>, Vec<Arc<StoredModel>>);
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct DirectorySource {
     dir: PathBuf,
     /// Last good objects per file.
-    last_good: BTreeMap<PathBuf, (Vec<Arc<StoredDevice>>, Vec<Arc<StoredModel>>)>,
+    last_good: BTreeMap<PathBuf, FileObjects>,
     /// Fingerprint of each file's content and its errors at the last scan, to
     /// skip unchanged files.
     last_text: BTreeMap<PathBuf, (u64, Vec<String>)>,
