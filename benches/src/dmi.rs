@@ -81,12 +81,13 @@ pub(crate) fn devices_yaml(dir: &Path, count: usize, protocols: usize) -> anyhow
         .iter()
         .map(|(n, _)| format!("    - name: {n}\n      type: STRING\n      accessMode: ReadOnly\n"))
         .collect();
-    let mut files: Vec<String> = vec![String::new(); protocols.max(1)];
-    for p in 0..protocols.max(1) {
-        files[p].push_str(&format!(
-            "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\nmetadata:\n  name: bench-model-{p}\nspec:\n  protocol: bench-{p}\n  properties:\n{props}"
-        ));
-    }
+    let mut files: Vec<String> = (0..protocols.max(1))
+        .map(|p| {
+            format!(
+                "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\nmetadata:\n  name: bench-model-{p}\nspec:\n  protocol: bench-{p}\n  properties:\n{props}"
+            )
+        })
+        .collect();
     for i in 0..count {
         let p = i % protocols.max(1);
         let dprops: String = TWINS
