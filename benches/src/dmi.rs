@@ -3,7 +3,7 @@
 //! Unix socket (the transport limit); edgecore-dmi memory with many devices and
 //! mappers.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ const TWINS: [(&str, &str); 5] = [
 ];
 
 fn status_request(device: &str) -> pb::ReportDeviceStatusRequest {
-    let meta: HashMap<String, String> = [
+    let meta: BTreeMap<String, String> = [
         ("timestamp".to_owned(), "1763700000000".to_owned()),
         ("type".to_owned(), "float".to_owned()),
     ]

@@ -3,7 +3,7 @@
 //! a bare tokio-modbus client issuing the same merged requests, write latency
 //! under load, and mapper memory.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -128,7 +128,7 @@ pub(crate) fn device(
             name: "sp".into(),
             desired: Some(pb::TwinProperty {
                 value: value.to_string(),
-                metadata: HashMap::new(),
+                metadata: BTreeMap::new(),
             }),
             visitors: Some(pb::VisitorConfig {
                 protocol_name: "modbus".into(),

@@ -21,7 +21,7 @@
 //! Nested objects and arrays cannot cross DMI; stock EdgeCore silently drops the
 //! whole device. Here they are an error naming the key.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use prost::Message;
 use prost_types::Any;
@@ -136,7 +136,7 @@ pub fn value_to_any(key: &str, value: &Value, enc: NumberEncoding) -> Result<Any
 pub fn to_any_map(
     obj: &Map<String, Value>,
     enc: NumberEncoding,
-) -> Result<HashMap<String, Any>, ConfigDataError> {
+) -> Result<BTreeMap<String, Any>, ConfigDataError> {
     obj.iter()
         .map(|(k, v)| Ok((k.clone(), value_to_any(k, v, enc)?)))
         .collect()
@@ -212,7 +212,7 @@ pub fn any_to_value(key: &str, any: &Any) -> Result<Value, ConfigDataError> {
 }
 
 /// Decodes `map<string, Any>` into a JSON object. Keys come out sorted.
-pub fn from_any_map(map: &HashMap<String, Any>) -> Result<Map<String, Value>, ConfigDataError> {
+pub fn from_any_map(map: &BTreeMap<String, Any>) -> Result<Map<String, Value>, ConfigDataError> {
     let mut keys: Vec<&String> = map.keys().collect();
     keys.sort();
     keys.into_iter()
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn decodes_every_wrapper_type() {
-        let mut m = HashMap::new();
+        let mut m = BTreeMap::new();
         m.insert("s".into(), any_of("StringValue", &"x".to_string()));
         m.insert("b".into(), any_of("BoolValue", &true));
         m.insert("f".into(), any_of("FloatValue", &0.1f32));

@@ -319,6 +319,18 @@ mod tests {
     }
 
     #[test]
+    fn the_same_device_always_encodes_to_the_same_bytes() {
+        // Mappers are compared with what they were sent by fingerprint; a map
+        // with random iteration order would make every rebuild look changed.
+        use prost::Message;
+        let d = device(json!({"a": 1, "b": "x", "c": true, "d": 2.5, "e": "y", "f": 7}));
+        let first = device_to_proto(&d, Some(&model()), NumberEncoding::Stock).unwrap().encode_to_vec();
+        for _ in 0..20 {
+            assert_eq!(device_to_proto(&d, Some(&model()), NumberEncoding::Stock).unwrap().encode_to_vec(), first);
+        }
+    }
+
+    #[test]
     fn nested_config_data_names_property_and_key() {
         let e = device_to_proto(
             &device(json!({"conn": {"a": 1}})),

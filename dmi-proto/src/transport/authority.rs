@@ -47,6 +47,10 @@ enum State {
     FrameHeader,
     /// Copying the payload of a frame that needs no rewriting.
     Passthrough { remaining: usize },
+    /// The client's first request carried a valid authority: it is not a client
+    /// that needs rewriting (gRPC clients keep one authority per connection), so
+    /// everything from here on is copied untouched.
+    Transparent,
 }
 
 #[derive(Debug)]
@@ -70,6 +74,8 @@ pub struct AuthorityShim<S> {
     pending: Option<PendingBlock>,
     eof: bool,
     rewritten: u64,
+    seen_block: bool,
+    transparent_after: bool,
 }
 
 impl<S> std::fmt::Debug for AuthorityShim<S> {
@@ -97,6 +103,8 @@ impl<S> AuthorityShim<S> {
             pending: None,
             eof: false,
             rewritten: 0,
+            seen_block: false,
+            transparent_after: false,
         }
     }
 
@@ -114,6 +122,13 @@ impl<S> AuthorityShim<S> {
     fn process(&mut self) -> io::Result<()> {
         loop {
             match self.state {
+                State::Transparent => {
+                    if self.input.is_empty() {
+                        return Ok(());
+                    }
+                    let all = self.input.split();
+                    self.output.extend_from_slice(&all);
+                }
                 State::Preface { remaining } => {
                     let k = remaining.min(self.input.len());
                     if k == 0 {
@@ -189,6 +204,9 @@ impl<S> AuthorityShim<S> {
                     }
                     if flags & FLAG_END_HEADERS != 0 {
                         self.finish_block()?;
+                        if self.transparent_after {
+                            self.state = State::Transparent;
+                        }
                     }
                 }
             }
@@ -241,6 +259,18 @@ impl<S> AuthorityShim<S> {
             .decoder
             .decode(&pending.block)
             .map_err(|e| invalid(&format!("HPACK decoding failed: {e:?}")))?;
+        let first = !self.seen_block;
+        self.seen_block = true;
+        if first
+            && headers
+                .iter()
+                .any(|(n, v)| n.as_slice() == b":authority" && valid_authority(v))
+        {
+            // Forward this block as it came and stop looking at the stream.
+            self.emit_raw(&pending);
+            self.transparent_after = true;
+            return Ok(());
+        }
         let mut block = Vec::with_capacity(pending.block.len() + 16);
         for (name, value) in &headers {
             let value: &[u8] = if name.as_slice() == b":authority" && !valid_authority(value) {
@@ -253,6 +283,12 @@ impl<S> AuthorityShim<S> {
         }
         self.emit_block(&pending, &block);
         Ok(())
+    }
+
+    /// Re-emits a header block unchanged (padding dropped, split as needed).
+    fn emit_raw(&mut self, pending: &PendingBlock) {
+        let block = pending.block.clone();
+        self.emit_block(pending, &block);
     }
 
     fn emit_block(&mut self, pending: &PendingBlock, block: &[u8]) {
@@ -356,6 +392,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityShim<S> {
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            // Transparent connections read straight into the caller's buffer.
+            if matches!(this.state, State::Transparent) && this.input.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             // Fast path: payload bytes of a passthrough frame go straight to the caller.
             if let State::Passthrough { remaining } = this.state
@@ -583,6 +623,18 @@ mod tests {
         let got = decode_headers(&joined);
         assert_eq!(got[1], (b":authority".to_vec(), b"localhost".to_vec()));
         assert_eq!(got[2].1.len(), 40_000);
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_valid_authority_is_passed_through_untouched() {
+        let mut enc = loona_hpack::Encoder::new();
+        let hdrs: Vec<(&[u8], &[u8])> = vec![(b":method", b"POST"), (b":authority", b"localhost"), (b":path", b"/x")];
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &enc.encode(hdrs.clone())));
+        input.extend(frame(0x0, FLAG_END_STREAM, 1, b"payload"));
+        input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &enc.encode(hdrs)));
+        let out = run_through(input.clone()).await;
+        assert_eq!(out, input, "byte for byte");
     }
 
     #[tokio::test]

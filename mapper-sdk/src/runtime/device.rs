@@ -1,7 +1,7 @@
 //! The task that runs one device: connect with backoff, collect on each
 //! property's cycle, report twins and state, apply desired values.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -507,7 +507,7 @@ fn report_config_errors(ctx: &DeviceCtx, errors: Vec<(String, String)>) {
     let twins = errors
         .into_iter()
         .map(|(name, msg)| {
-            let meta: HashMap<String, String> = [
+            let meta: BTreeMap<String, String> = [
                 ("timestamp".to_owned(), ts.clone()),
                 ("error".to_owned(), msg),
             ]
@@ -521,7 +521,7 @@ fn report_config_errors(ctx: &DeviceCtx, errors: Vec<(String, String)>) {
                 }),
                 observed_desired: Some(pb::TwinProperty {
                     value: String::new(),
-                    metadata: HashMap::new(),
+                    metadata: BTreeMap::new(),
                 }),
             }
         })
@@ -546,7 +546,7 @@ fn advance(due: Instant, cycle: Duration, now: Instant) -> Instant {
 fn twin<A>(p: &Prop<A>, reported: String, ts: &str) -> pb::Twin {
     let ty = p.ty().map(|t| t.as_str()).unwrap_or("string");
     let meta = |extra: &[(&str, String)]| {
-        let mut m: HashMap<String, String> = [
+        let mut m: BTreeMap<String, String> = [
             ("timestamp".to_owned(), ts.to_owned()),
             ("type".to_owned(), ty.to_owned()),
         ]
