@@ -62,6 +62,15 @@ fn yaml_to_twins_desired_edit_and_delete() {
             && p.desired_status.as_deref() == Some("applied"))
         .then_some(())
     });
+    // One edit, one UpdateDevice: what the mapper has is compared by a stable
+    // fingerprint, so nothing is re-sent in a loop.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let edge_log = std::fs::read_to_string(node.path("edgecore.log")).unwrap();
+    let updates = edge_log
+        .lines()
+        .filter(|l| l.contains("delivered") && l.contains("UpdateDevice default/thermostat-1"))
+        .count();
+    assert_eq!(updates, 1, "{edge_log}");
     // Only the desired value changed: the mapper updated it without reconnecting.
     let mapper_log = std::fs::read_to_string(node.path("mapper.log")).unwrap();
     assert!(

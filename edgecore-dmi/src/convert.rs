@@ -324,9 +324,16 @@ mod tests {
         // with random iteration order would make every rebuild look changed.
         use prost::Message;
         let d = device(json!({"a": 1, "b": "x", "c": true, "d": 2.5, "e": "y", "f": 7}));
-        let first = device_to_proto(&d, Some(&model()), NumberEncoding::Stock).unwrap().encode_to_vec();
+        let first = device_to_proto(&d, Some(&model()), NumberEncoding::Stock)
+            .unwrap()
+            .encode_to_vec();
         for _ in 0..20 {
-            assert_eq!(device_to_proto(&d, Some(&model()), NumberEncoding::Stock).unwrap().encode_to_vec(), first);
+            assert_eq!(
+                device_to_proto(&d, Some(&model()), NumberEncoding::Stock)
+                    .unwrap()
+                    .encode_to_vec(),
+                first
+            );
         }
     }
 

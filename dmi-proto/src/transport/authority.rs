@@ -628,9 +628,18 @@ mod tests {
     #[tokio::test]
     async fn a_client_with_a_valid_authority_is_passed_through_untouched() {
         let mut enc = loona_hpack::Encoder::new();
-        let hdrs: Vec<(&[u8], &[u8])> = vec![(b":method", b"POST"), (b":authority", b"localhost"), (b":path", b"/x")];
+        let hdrs: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":authority", b"localhost"),
+            (b":path", b"/x"),
+        ];
         let mut input = PREFACE.to_vec();
-        input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &enc.encode(hdrs.clone())));
+        input.extend(frame(
+            FRAME_HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &enc.encode(hdrs.clone()),
+        ));
         input.extend(frame(0x0, FLAG_END_STREAM, 1, b"payload"));
         input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &enc.encode(hdrs)));
         let out = run_through(input.clone()).await;
