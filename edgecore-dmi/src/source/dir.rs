@@ -112,10 +112,8 @@ impl DirectorySource {
             }
             errors.extend(parsed.errors.iter().cloned());
             let file_errors = parsed.errors.clone();
-            let mut devices: Vec<Arc<StoredDevice>> =
-                parsed.devices.into_iter().map(Arc::new).collect();
-            let mut models: Vec<Arc<StoredModel>> =
-                parsed.models.into_iter().map(Arc::new).collect();
+            let mut devices = shared(parsed.devices);
+            let mut models = shared(parsed.models);
             if !parsed.errors.is_empty()
                 && let Some((old_d, old_m)) = self.last_good.get(path)
             {
@@ -181,6 +179,14 @@ impl DirectorySource {
             errors,
         }
     }
+}
+
+/// The items behind `Arc`s, in an exactly sized vector: collecting in place would
+/// keep the parser's buffer, sized for whole objects, behind a vector of pointers.
+fn shared<T>(items: Vec<T>) -> Vec<Arc<T>> {
+    let mut v = Vec::with_capacity(items.len());
+    v.extend(items.into_iter().map(Arc::new));
+    v
 }
 
 fn dkey(m: &device_crds::ObjectMeta) -> String {

@@ -130,9 +130,13 @@ pub fn parse_file(origin: &str, text: &str) -> ParsedFile {
         }
         if kind == "Device" {
             match yaml_serde::from_str::<Device>(&doc) {
-                Ok(crd) => match check_device(&crd) {
+                Ok(mut crd) => match check_device(&crd) {
                     Ok(()) => out.devices.push(StoredDevice {
-                        crd,
+                        crd: {
+                            // Thousands of devices stay in memory: no spare capacity.
+                            crd.spec.properties.shrink_to_fit();
+                            crd
+                        },
                         origin: origin.to_owned(),
                     }),
                     Err(e) => fail(&mut out, format!("{origin}:{line}: Device {id}: {e}")),
