@@ -110,6 +110,8 @@ impl StatusWriter {
     /// Writes until `shutdown`, then makes one last attempt.
     pub async fn run(self, shutdown: CancellationToken) {
         let gap = Duration::from_secs(1) / self.qps;
+        // Log an outage once, and its end, not every round.
+        let mut failing = false;
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
@@ -122,14 +124,25 @@ impl StatusWriter {
                     continue;
                 };
                 match self.write(&key, &status_patch(&state)).await {
-                    Ok(()) => tracing::debug!(device = %key, "status written"),
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(
+                                "status write-back works again; flushing the latest values"
+                            );
+                            failing = false;
+                        }
+                        tracing::debug!(device = %key, "status written");
+                    }
                     Err(kube::Error::Api(e)) if e.code == 404 => {
                         // The DeviceStatus (or Device) is not there yet; try again later.
                         tracing::debug!(device = %key, "status target not found yet");
                         self.hub.mark_status_dirty([key]);
                     }
                     Err(e) => {
-                        tracing::warn!(device = %key, error = %e, "status write failed; keeping it for the next round");
+                        if !failing {
+                            tracing::warn!(device = %key, error = %e, "status write failed; keeping the latest values until the API server answers");
+                            failing = true;
+                        }
                         self.hub
                             .mark_status_dirty(std::iter::once(key).chain(pending.by_ref()));
                         break;
