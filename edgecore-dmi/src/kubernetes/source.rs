@@ -6,6 +6,7 @@
 //! unreachable nothing is reported, so edgecore-dmi keeps serving what it has.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use device_crds::{Device, DeviceModel, MetaExt, NODE_LABEL};
 use futures::StreamExt;
@@ -49,11 +50,13 @@ fn key(m: &device_crds::ObjectMeta) -> String {
     format!("{}/{}", m.namespace_or_default(), m.name_str())
 }
 
-/// Applies one watcher event to a map; returns whether the map is complete.
-fn apply<K: kube::Resource<DynamicType = ()> + Clone>(
-    map: &mut BTreeMap<String, K>,
-    init: &mut Option<BTreeMap<String, K>>,
+/// Applies one watcher event to a map of shared records; returns whether the map
+/// is complete.
+fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
+    map: &mut BTreeMap<String, Arc<V>>,
+    init: &mut Option<BTreeMap<String, Arc<V>>>,
     ev: watcher::Event<K>,
+    wrap: impl Fn(K) -> V,
 ) -> bool {
     match ev {
         watcher::Event::Init => {
@@ -62,7 +65,7 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone>(
         }
         watcher::Event::InitApply(o) => {
             if let Some(buf) = init.as_mut() {
-                buf.insert(key(o.meta()), o);
+                buf.insert(key(o.meta()), Arc::new(wrap(o)));
             }
             false
         }
@@ -73,7 +76,7 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone>(
             true
         }
         watcher::Event::Apply(o) => {
-            map.insert(key(o.meta()), o);
+            map.insert(key(o.meta()), Arc::new(wrap(o)));
             true
         }
         watcher::Event::Delete(o) => {
@@ -106,12 +109,20 @@ impl DeviceSource for KubeSource {
             let changed = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 ev = dev_events.next() => match ev {
-                    Some(Ok(ev)) => { let done = apply(&mut dev_map, &mut dev_init, ev); dev_ready |= done; done }
+                    Some(Ok(ev)) => {
+                        let done = apply(&mut dev_map, &mut dev_init, ev, |crd| StoredDevice { crd, origin: ORIGIN.to_owned() });
+                        dev_ready |= done;
+                        done
+                    }
                     Some(Err(e)) => { tracing::warn!(error = %e, "device watch failed; retrying with backoff"); false }
                     None => return Ok(()),
                 },
                 ev = model_events.next() => match ev {
-                    Some(Ok(ev)) => { let done = apply(&mut model_map, &mut model_init, ev); model_ready |= done; done }
+                    Some(Ok(ev)) => {
+                        let done = apply(&mut model_map, &mut model_init, ev, |crd| StoredModel { crd, origin: ORIGIN.to_owned() });
+                        model_ready |= done;
+                        done
+                    }
                     Some(Err(e)) => { tracing::warn!(error = %e, "model watch failed; retrying with backoff"); false }
                     None => return Ok(()),
                 },
@@ -120,15 +131,10 @@ impl DeviceSource for KubeSource {
                 continue;
             }
             // The label is the selector; spec.nodeName is the truth.
-            let mine: Vec<std::sync::Arc<StoredDevice>> = dev_map
+            let mine: Vec<Arc<StoredDevice>> = dev_map
                 .values()
-                .filter(|d| d.spec.node_name.as_deref() == Some(self.node.as_str()))
-                .map(|d| {
-                    std::sync::Arc::new(StoredDevice {
-                        crd: d.clone(),
-                        origin: ORIGIN.to_owned(),
-                    })
-                })
+                .filter(|d| d.crd.spec.node_name.as_deref() == Some(self.node.as_str()))
+                .cloned()
                 .collect();
             let wanted: std::collections::HashSet<String> = mine
                 .iter()
@@ -139,15 +145,10 @@ impl DeviceSource for KubeSource {
                         .map(|m| format!("{}/{m}", d.crd.metadata.namespace_or_default()))
                 })
                 .collect();
-            let models: Vec<std::sync::Arc<StoredModel>> = model_map
+            let models: Vec<Arc<StoredModel>> = model_map
                 .iter()
                 .filter(|(k, _)| wanted.contains(*k))
-                .map(|(_, m)| {
-                    std::sync::Arc::new(StoredModel {
-                        crd: m.clone(),
-                        origin: ORIGIN.to_owned(),
-                    })
-                })
+                .map(|(_, m)| m.clone())
                 .collect();
             let event = SourceEvent::Snapshot {
                 devices: mine,
