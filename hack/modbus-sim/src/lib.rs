@@ -147,6 +147,34 @@ impl Drop for Simulator {
     }
 }
 
+/// Records the units of one listening place and builds the service that answers
+/// for them, with the token that drops their connections.
+fn register(
+    devices: &mut HashMap<String, Device>,
+    group: &Group,
+    reach: &Reach,
+) -> (Service, Shared<CancellationToken>) {
+    let drop_token = Arc::new(Mutex::new(CancellationToken::new()));
+    for (name, _, unit) in group {
+        devices.insert(
+            name.clone(),
+            Device {
+                unit: unit.clone(),
+                reach: reach.clone(),
+                drop_token: drop_token.clone(),
+            },
+        );
+    }
+    let units: HashMap<u8, Shared<Unit>> =
+        group.iter().map(|(_, id, u)| (*id, u.clone())).collect();
+    (
+        Service {
+            units: Arc::new(units),
+        },
+        drop_token,
+    )
+}
+
 impl SimConfig {
     /// `devices` units on consecutive ports from `base_port` (0: any free ports),
     /// each with `registers` holding and input registers: even addresses count
@@ -243,22 +271,7 @@ impl Simulator {
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
             let local = listener.local_addr()?;
-            let drop_token = Arc::new(Mutex::new(CancellationToken::new()));
-            let units: HashMap<u8, Shared<Unit>> =
-                group.iter().map(|(_, id, u)| (*id, u.clone())).collect();
-            for (name, _, unit) in &group {
-                devices.insert(
-                    name.clone(),
-                    Device {
-                        unit: unit.clone(),
-                        reach: Reach::Tcp(local),
-                        drop_token: drop_token.clone(),
-                    },
-                );
-            }
-            let service = Service {
-                units: Arc::new(units),
-            };
+            let (service, drop_token) = register(&mut devices, &group, &Reach::Tcp(local));
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 let server = tokio_modbus::server::tcp::Server::new(listener);
@@ -288,22 +301,7 @@ impl Simulator {
         for (rtu, group) in rtu_groups {
             let server = tokio_modbus::server::rtu::Server::new_from_path(&rtu.path, rtu.baud)
                 .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", rtu.path)))?;
-            let drop_token = Arc::new(Mutex::new(CancellationToken::new()));
-            let units: HashMap<u8, Shared<Unit>> =
-                group.iter().map(|(_, id, u)| (*id, u.clone())).collect();
-            for (name, _, unit) in &group {
-                devices.insert(
-                    name.clone(),
-                    Device {
-                        unit: unit.clone(),
-                        reach: Reach::Rtu(rtu.path.clone()),
-                        drop_token: drop_token.clone(),
-                    },
-                );
-            }
-            let service = Service {
-                units: Arc::new(units),
-            };
+            let (service, _) = register(&mut devices, &group, &Reach::Rtu(rtu.path.clone()));
             let stop = shutdown.clone();
             let path = rtu.path.clone();
             tasks.spawn(async move {
