@@ -3,6 +3,21 @@
 //! device's keys win (KubeEdge v1.22+ model override), configData is Any-encoded
 //! (top-level scalars only), `deviceModelReference` is the model name, and the
 //! state-report settings come from `spec.stateReport` (v1.23) or the legacy status.
+//!
+//! ## Sub-messages are always present
+//!
+//! Stock EdgeCore builds these messages by JSON-marshalling the CRD's Go structs
+//! and unmarshalling the result into the protobuf types (`dtcommon.ConvertDevice`).
+//! The CRD holds `spec`, `status`, `spec.protocol`, each property's `desired` and
+//! `visitors`, and each twin's `reported` and `observedDesired` as plain structs,
+//! which `encoding/json` always emits (`omitempty` has no effect on structs), so
+//! they always arrive set: a property without a desired value comes as
+//! `desired { value: "" }`. Mappers generated from KubeEdge's mapper-framework
+//! rely on it and dereference them without nil checks (`property.Desired.Value`,
+//! `pptv.Visitors.ConfigData.Data`, `device.Spec.Protocol.ProtocolName`). This
+//! module sends every one of them, and also an empty `configData` where the YAML
+//! has none (stock leaves that one out, and the Go mapper's visitor parsing
+//! would dereference it). [`missing_stock_fields`] lists what a message lacks.
 
 use device_crds::MetaExt;
 use std::collections::HashMap;
@@ -164,10 +179,16 @@ pub fn device_to_proto(
             .unwrap_or_else(|| protocol_name.clone());
         properties.push(pb::DeviceProperty {
             name: p.name.clone(),
-            desired: p.desired.as_ref().map(|t| pb::TwinProperty {
-                value: t.value.clone(),
-                metadata: t.metadata.clone().into_iter().collect(),
-            }),
+            // Always set, as stock EdgeCore does (module docs).
+            desired: Some(
+                p.desired
+                    .as_ref()
+                    .map(|t| pb::TwinProperty {
+                        value: t.value.clone(),
+                        metadata: t.metadata.clone().into_iter().collect(),
+                    })
+                    .unwrap_or_default(),
+            ),
             visitors: Some(pb::VisitorConfig {
                 protocol_name: visitor_protocol,
                 config_data: customized(
@@ -224,6 +245,84 @@ pub fn device_to_proto(
             report_cycle,
         }),
     })
+}
+
+/// The sub-messages stock EdgeCore always sets that `d` lacks, as dotted paths
+/// (`spec.properties[temp].desired`); empty when `d` has the stock shape.
+///
+/// Checked: `spec`, `status`, `spec.protocol` and its `configData`, every
+/// property's `desired`, `visitors` and `visitors.configData`, every status
+/// twin's `reported` and `observedDesired`, and inside a `pushMethod.dbMethod`
+/// the client (and data) config of each database given. See the module docs for
+/// why these must never be absent.
+pub fn missing_stock_fields(d: &pb::Device) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut need = |present: bool, path: String| {
+        if !present {
+            missing.push(path);
+        }
+    };
+    need(d.status.is_some(), "status".into());
+    for t in d.status.iter().flat_map(|s| &s.twins) {
+        let n = &t.property_name;
+        need(t.reported.is_some(), format!("status.twins[{n}].reported"));
+        need(
+            t.observed_desired.is_some(),
+            format!("status.twins[{n}].observedDesired"),
+        );
+    }
+    let Some(spec) = &d.spec else {
+        need(false, "spec".into());
+        return missing;
+    };
+    match &spec.protocol {
+        Some(p) => need(p.config_data.is_some(), "spec.protocol.configData".into()),
+        None => need(false, "spec.protocol".into()),
+    }
+    for p in &spec.properties {
+        let n = &p.name;
+        need(p.desired.is_some(), format!("spec.properties[{n}].desired"));
+        match &p.visitors {
+            Some(v) => need(
+                v.config_data.is_some(),
+                format!("spec.properties[{n}].visitors.configData"),
+            ),
+            None => need(false, format!("spec.properties[{n}].visitors")),
+        }
+        let Some(db) = p.push_method.as_ref().and_then(|m| m.db_method.as_ref()) else {
+            continue;
+        };
+        let at = |what: &str| format!("spec.properties[{n}].pushMethod.dbMethod.{what}");
+        if let Some(i) = &db.influxdb2 {
+            need(
+                i.influxdb2_client_config.is_some(),
+                at("influxdb2.influxdb2ClientConfig"),
+            );
+            need(
+                i.influxdb2_data_config.is_some(),
+                at("influxdb2.influxdb2DataConfig"),
+            );
+        }
+        if let Some(r) = &db.redis {
+            need(
+                r.redis_client_config.is_some(),
+                at("redis.redisClientConfig"),
+            );
+        }
+        if let Some(t) = &db.tdengine {
+            need(
+                t.td_engine_client_config.is_some(),
+                at("tdengine.tdEngineClientConfig"),
+            );
+        }
+        if let Some(m) = &db.mysql {
+            need(
+                m.mysql_client_config.is_some(),
+                at("mysql.mysqlClientConfig"),
+            );
+        }
+    }
+    missing
 }
 
 /// Builds the DMI `DeviceModel` (v1beta1 carries no protocol or visitors in it).

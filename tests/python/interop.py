@@ -104,7 +104,15 @@ def go_mapper(args, pb, pbg):
     check(dev.namespace == "default" and dev.spec.deviceModelReference == "thermostat-model", "device header")
     proto_cfg = {k: unpack(v) for k, v in dev.spec.protocol.configData.data.items()}
     check(proto_cfg == {"connectDelayMs": ("FloatValue", 50.0)}, "protocol configData %r" % proto_cfg)
+    # Stock EdgeCore always sets these sub-messages and Go mappers dereference them
+    # without nil checks (a ReadOnly sensor has no desired value in the YAML).
+    check(dev.HasField("spec") and dev.HasField("status") and dev.spec.HasField("protocol")
+          and dev.spec.protocol.HasField("configData"), "device sub-messages present")
+    for p in dev.spec.properties:
+        check(p.HasField("desired") and p.HasField("visitors") and p.visitors.HasField("configData"),
+              "property %s: desired, visitors and visitors.configData present" % p.name)
     props = {p.name: p for p in dev.spec.properties}
+    check(props["temperature"].desired.value == "", "a property without desired gets desired.value ''")
     temp = {k: unpack(v) for k, v in props["temperature"].visitors.configData.data.items()}
     check(temp["pattern"] == ("StringValue", "sine"), "visitor string %r" % temp)
     check(temp["value"] == ("FloatValue", 21.0), "visitor number as FloatValue %r" % temp)
