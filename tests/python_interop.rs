@@ -64,6 +64,13 @@ fn python_plays_a_go_mapper_against_edgecore_dmi() {
     });
     assert_eq!(prop(&d, "temperature").reported.as_deref(), Some("23.5"));
     assert_eq!(d.state.as_deref(), Some("online"));
+    // A Go mapper sends no status metadata: reported equal to desired is applied.
+    assert_eq!(
+        prop(&d, "setpoint").desired_status.as_deref(),
+        Some("applied")
+    );
+    let table = node.cli(&["devices"]);
+    assert!(table.contains("22 (applied)"), "{table}");
 }
 
 #[test]

@@ -40,3 +40,46 @@ mod tests {
         assert!(is_valid_twin_name("temp_1"));
     }
 }
+
+/// Whether a reported twin value and a desired value say the same thing: equal
+/// text, equal numbers (`21.70` and `21.7`, `5` and `5.0`), or equal booleans
+/// (`true`/`TRUE`/`True`, as Go's `strconv.ParseBool` reads them, and `1`/`0`
+/// against `true`/`false`).
+///
+/// Mappers generated from KubeEdge's mapper-framework send no metadata saying
+/// whether a desired value was applied; a reported value equal to the desired
+/// one is how their twins show it.
+pub fn same_twin_value(reported: &str, desired: &str) -> bool {
+    let (r, d) = (reported.trim(), desired.trim());
+    if r == d {
+        return true;
+    }
+    if let (Ok(a), Ok(b)) = (r.parse::<f64>(), d.parse::<f64>()) {
+        return a == b;
+    }
+    let truth = |s: &str| match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    };
+    matches!((truth(r), truth(d)), (Some(a), Some(b)) if a == b)
+}
+
+#[cfg(test)]
+mod same_value_tests {
+    use super::same_twin_value;
+
+    #[test]
+    fn numbers_booleans_and_text() {
+        assert!(same_twin_value("21.7", "21.7"));
+        assert!(same_twin_value("21.70", "21.7"));
+        assert!(same_twin_value("5", "5.0"));
+        assert!(same_twin_value("true", "TRUE"));
+        assert!(same_twin_value("1", "true"));
+        assert!(same_twin_value("on", "on"));
+        assert!(!same_twin_value("21.700000000000003", "21.7"));
+        assert!(!same_twin_value("on", "true"));
+        assert!(!same_twin_value("", "0"));
+        assert!(!same_twin_value("1", "2"));
+    }
+}

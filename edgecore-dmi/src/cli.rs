@@ -53,9 +53,7 @@ pub fn render_table(s: &StatusView) -> String {
         for (i, p) in d.properties.iter().enumerate() {
             let desired = match (&p.desired, &p.desired_status) {
                 (None, _) => "-".to_owned(),
-                (Some(v), Some(st)) if p.observed_desired.as_deref() == Some(v.as_str()) => {
-                    format!("{v} ({st})")
-                }
+                (Some(v), Some(st)) => format!("{v} ({st})"),
                 (Some(v), _) => format!("{v} (sent)"),
             };
             rows.push([

@@ -52,6 +52,27 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// What became of the current desired value of a property, for the views:
+/// the mapper's own word (`observedDesired.metadata.status`: `applied`,
+/// `rejected`, `pending`) when it reported about this desired value; otherwise
+/// `applied` when the reported value equals it (mappers generated from
+/// KubeEdge's mapper-framework send no such metadata, see
+/// [`dmi_proto::rules::same_twin_value`]), `received` when the mapper reports
+/// seeing it but the device does not show it yet, and `None` when the mapper has
+/// not reported it at all.
+pub fn desired_status(desired: Option<&str>, twin: Option<&TwinRecord>) -> Option<String> {
+    let desired = desired.filter(|d| !d.is_empty())?;
+    let twin = twin?;
+    let observed = twin.observed_desired == desired;
+    if observed && let Some(st) = twin.desired_meta.get("status") {
+        return Some(st.clone());
+    }
+    if !twin.reported.is_empty() && dmi_proto::rules::same_twin_value(&twin.reported, desired) {
+        return Some("applied".to_owned());
+    }
+    observed.then(|| "received".to_owned())
+}
+
 /// A device of the node. Its DMI message is built when it is sent (rarely), not
 /// kept: only its fingerprint and protocol are, which keeps 10 000 devices small.
 struct DeviceEntry {
@@ -733,7 +754,10 @@ impl Hub {
                             observed_desired: t
                                 .map(|t| t.observed_desired.clone())
                                 .filter(|v| !v.is_empty()),
-                            desired_status: t.and_then(|t| t.desired_meta.get("status").cloned()),
+                            desired_status: desired_status(
+                                p.desired.as_ref().map(|d| d.value.as_str()),
+                                t,
+                            ),
                             desired_reason: t.and_then(|t| t.desired_meta.get("reason").cloned()),
                             reported: t.map(|t| t.reported.clone()).filter(|r| !r.is_empty()),
                             age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
@@ -769,5 +793,57 @@ impl Hub {
             mappers,
             source_errors: st.source_errors.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn twin(reported: &str, observed: &str, status: Option<&str>) -> TwinRecord {
+        TwinRecord {
+            reported: reported.into(),
+            observed_desired: observed.into(),
+            desired_meta: status
+                .map(|s| [("status".to_owned(), s.to_owned())].into_iter().collect())
+                .unwrap_or_default(),
+            ..TwinRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_go_mapper_reporting_the_desired_value_shows_applied() {
+        // mapper-framework sends observedDesired without any status metadata.
+        let t = twin("22", "22", None);
+        assert_eq!(
+            desired_status(Some("22"), Some(&t)).as_deref(),
+            Some("applied")
+        );
+        let t = twin("22.0", "", None);
+        assert_eq!(
+            desired_status(Some("22"), Some(&t)).as_deref(),
+            Some("applied")
+        );
+        let t = twin("20", "22", None);
+        assert_eq!(
+            desired_status(Some("22"), Some(&t)).as_deref(),
+            Some("received")
+        );
+        let t = twin("20", "18", None);
+        assert_eq!(desired_status(Some("22"), Some(&t)), None);
+        assert_eq!(desired_status(Some("22"), None), None);
+        assert_eq!(desired_status(None, Some(&t)), None);
+    }
+
+    #[test]
+    fn the_mappers_own_word_wins_for_the_current_desired_value() {
+        let t = twin("20", "22", Some("rejected"));
+        assert_eq!(
+            desired_status(Some("22"), Some(&t)).as_deref(),
+            Some("rejected")
+        );
+        // A status about an older desired value says nothing about this one.
+        let t = twin("20", "18", Some("applied"));
+        assert_eq!(desired_status(Some("22"), Some(&t)), None);
     }
 }

@@ -79,7 +79,10 @@ pub struct PropertyView {
     pub desired: Option<String>,
     /// Desired value the mapper last reported seeing.
     pub observed_desired: Option<String>,
-    /// What the mapper did with it (`applied`, `rejected`, `pending`), if it said.
+    /// What became of the current desired value: `applied`, `rejected` or
+    /// `pending` as the mapper said, `applied` when the reported value equals it,
+    /// `received` when the mapper has seen it; `None` when the mapper has not
+    /// reported it (see [`crate::hub::desired_status`]).
     pub desired_status: Option<String>,
     /// Why it was rejected, if it was.
     pub desired_reason: Option<String>,

@@ -180,6 +180,22 @@ impl Node {
         Some(serde_json::from_slice(&out.stdout).expect("CLI JSON"))
     }
 
+    /// Output of `edgecore-dmi --dmi-socket SOCK <args>` (stdout; panics on failure).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("edgecore-dmi"))
+            .arg("--dmi-socket")
+            .arg(self.dmi_sock())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "edgecore-dmi {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn device(&self, id: &str) -> Option<DeviceView> {
         self.status()?
             .devices

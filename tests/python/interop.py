@@ -123,8 +123,14 @@ def go_mapper(args, pb, pbg):
     twin = pb.Twin(propertyName="temperature",
                    reported=pb.TwinProperty(value="23.5", metadata={"type": "float", "timestamp": "1"}),
                    observedDesired=pb.TwinProperty(value=""))
+    # As mapper-framework reports a ReadWrite property: observedDesired carries the
+    # desired value, no status metadata.
+    applied = pb.Twin(propertyName="setpoint",
+                      reported=pb.TwinProperty(value="22", metadata={"type": "int", "timestamp": "1"}),
+                      observedDesired=pb.TwinProperty(value="22", metadata={"type": "int", "timestamp": "1"}))
     stub.ReportDeviceStatus(pb.ReportDeviceStatusRequest(deviceName="thermostat-1", deviceNamespace="default",
-                                                         reportedDevice=pb.DeviceStatus(twins=[twin])), timeout=5)
+                                                         reportedDevice=pb.DeviceStatus(twins=[twin, applied])),
+                            timeout=5)
     stub.ReportDeviceStates(pb.ReportDeviceStatesRequest(deviceName="thermostat-1", deviceNamespace="default",
                                                          state="online"), timeout=5)
     bad = pb.Twin(propertyName="temperature", reported=pb.TwinProperty(value="23.5 C"),
