@@ -105,3 +105,74 @@ fn python_plays_edgecore_against_a_rust_mapper() {
         std::fs::read_to_string(node.path("mapper.log")).unwrap_or_default()
     );
 }
+
+/// A stock Go mapper answers a device it cannot take with a plain Go error
+/// (gRPC `Unknown`). That refusal stays with that device: the mapper is not
+/// taken for unreachable, and a device added later is dispatched at once.
+#[test]
+fn a_go_mappers_refusal_of_one_device_does_not_hold_up_the_others() {
+    let mut node = Node::new(&["examples/devices/thermostat.yaml"]);
+    let refused = std::fs::read_to_string(repo().join("examples/devices/thermostat.yaml"))
+        .unwrap()
+        .split("---")
+        .find(|d| d.contains("kind: Device\n"))
+        .unwrap()
+        .replace("name: thermostat-1", "name: refuse-1");
+    std::fs::write(node.path("devices/refuse.yaml"), &refused).unwrap();
+    node.start_edgecore();
+    let log = node.path("py-refusing.log");
+    let mut py = Command::new(python())
+        .arg(repo().join("tests/python/interop.py"))
+        .arg("--proto")
+        .arg(repo().join("dmi-proto/proto/api.proto"))
+        .arg("--workdir")
+        .arg(node.path("py"))
+        .args(["refusing-mapper", "--edgecore"])
+        .arg(node.dmi_sock())
+        .arg("--socket")
+        .arg(node.path("py.sock"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(node.path("py-refusing.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("refusal and first device", 15, || {
+        let c = calls();
+        (c.contains("REFUSED RegisterDevice default/refuse-1")
+            && c.contains("CALL RegisterDevice default/thermostat-1"))
+        .then_some(())
+    });
+    // A device added after the refusal goes out at once.
+    std::fs::write(
+        node.path("devices/late.yaml"),
+        refused.replace("name: refuse-1", "name: z-late-1"),
+    )
+    .unwrap();
+    wait_for("late device dispatched", 5, || {
+        calls()
+            .contains("CALL RegisterDevice default/z-late-1")
+            .then_some(())
+    });
+    let status = node.status().unwrap();
+    let d = status
+        .devices
+        .iter()
+        .find(|d| d.name == "refuse-1")
+        .unwrap();
+    assert!(
+        d.errors
+            .iter()
+            .any(|e| e.contains("refused the device") && e.contains("unsupported visitor")),
+        "{:?}",
+        d.errors
+    );
+    let m = status
+        .mappers
+        .iter()
+        .find(|m| m.record.name == "py-mapper")
+        .unwrap();
+    assert_eq!(m.last_error, None, "a refusal is not unreachability");
+    assert!(node.cli(&["devices"]).contains("refused the device"));
+    let _ = py.kill();
+    let _ = py.wait();
+}

@@ -10,6 +10,7 @@
 //!   `DeviceMapperService` (served by mappers), field numbers as in KubeEdge v1.23.
 //! * [`config_data`]: `configData` ⇄ JSON with EdgeCore's `Any` encoding rules.
 //! * [`rules`]: the twin-value charset and state strings stock EdgeCore enforces.
+//! * [`status`]: what a failed call means (transport, throttled, refused).
 //! * [`transport`]: Unix-socket listeners and channels, including the
 //!   `:authority` normalisation stock grpc-go clients need.
 //!
@@ -30,6 +31,7 @@
 
 pub mod config_data;
 pub mod rules;
+pub mod status;
 pub mod transport;
 
 /// Generated DMI v1beta1 messages, clients and servers.

@@ -1,13 +1,18 @@
 //! One dispatcher task per mapper: applies [`Hub::plan`] with the mapper's
-//! persistent channel, backing off while the mapper is unreachable.
+//! persistent channel, backing off while the mapper is unreachable. A refusal
+//! (the mapper answered with an error) is recorded on that device or model and
+//! never holds up the others.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use dmi_proto::status::{ErrorClass, classify};
 use dmi_proto::v1beta1 as pb;
+use dmi_proto::v1beta1::device_mapper_service_client::DeviceMapperServiceClient;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::hub::{Action, Hub};
 
@@ -20,6 +25,12 @@ fn split(k: &str) -> (String, String) {
 }
 
 /// Runs until `shutdown`.
+///
+/// Each round applies [`Hub::plan`]. An answered error is a refusal of that one
+/// action ([`Hub::action_refused`]): the round goes on with the next action and
+/// the refused one is offered again on its own schedule. Only a transport failure
+/// (see [`dmi_proto::status::classify`]) stops the round and backs off the whole
+/// mapper. Throttling by the mapper is treated like a transport failure: back off.
 pub(crate) async fn run(
     hub: Arc<Hub>,
     name: String,
@@ -27,14 +38,23 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut next_retry: Option<Instant> = None;
     loop {
+        let retry = async {
+            match next_retry {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = kick.notified() => {}
+            _ = retry => {}
         }
         loop {
-            let actions = hub.plan(&name);
-            if actions.is_empty() {
+            let plan = hub.plan(&name);
+            next_retry = plan.next_retry.map(Instant::from_std);
+            if plan.actions.is_empty() {
                 backoff = BACKOFF_MIN;
                 break;
             }
@@ -42,74 +62,29 @@ pub(crate) async fn run(
                 return;
             };
             let mut unreachable = None;
-            for action in actions {
-                let res = match &action {
-                    Action::CreateModel(_, m) => client
-                        .create_device_model(pb::CreateDeviceModelRequest {
-                            model: Some(m.clone()),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Action::UpdateModel(_, m) => client
-                        .update_device_model(pb::UpdateDeviceModelRequest {
-                            model: Some(m.clone()),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Action::RemoveModel(k) => {
-                        let (model_namespace, model_name) = split(k);
-                        client
-                            .remove_device_model(pb::RemoveDeviceModelRequest {
-                                model_name,
-                                model_namespace,
-                            })
-                            .await
-                            .map(|_| ())
-                    }
-                    Action::Register(_, d) => client
-                        .register_device(pb::RegisterDeviceRequest {
-                            device: Some(d.clone()),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Action::Update(_, d) => client
-                        .update_device(pb::UpdateDeviceRequest {
-                            device: Some(d.clone()),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Action::Remove(k) => {
-                        let (device_namespace, device_name) = split(k);
-                        client
-                            .remove_device(pb::RemoveDeviceRequest {
-                                device_name,
-                                device_namespace,
-                            })
-                            .await
-                            .map(|_| ())
-                    }
+            for action in plan.actions {
+                let res = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = call(&mut client, &action) => r,
                 };
                 match res {
                     Ok(()) => {
                         tracing::info!(mapper = %name, action = %describe(&action), "delivered");
-                        hub.action_done(&name, &action, None);
+                        hub.action_done(&name, &action);
                     }
-                    Err(s)
-                        if matches!(
-                            s.code(),
-                            Code::Unavailable
-                                | Code::DeadlineExceeded
-                                | Code::Cancelled
-                                | Code::Unknown
-                        ) =>
-                    {
-                        unreachable = Some(format!("{}: {}", describe(&action), s.message()));
-                        break;
-                    }
-                    Err(s) => {
-                        tracing::error!(mapper = %name, action = %describe(&action), code = ?s.code(), error = %s.message(), "mapper refused");
-                        hub.action_done(&name, &action, Some(s.message().to_owned()));
-                    }
+                    Err(s) => match classify(&s) {
+                        ErrorClass::Transport | ErrorClass::Throttled => {
+                            unreachable = Some(format!("{}: {}", describe(&action), s.message()));
+                            break;
+                        }
+                        ErrorClass::Refused => {
+                            tracing::warn!(
+                                mapper = %name, action = %describe(&action), code = ?s.code(),
+                                error = %s.message(), "mapper refused; other devices go on, this one is offered again later"
+                            );
+                            hub.action_refused(&name, &action, s.message().to_owned());
+                        }
+                    },
                 }
             }
             if let Some(e) = unreachable {
@@ -121,6 +96,59 @@ pub(crate) async fn run(
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// Makes the call for one action.
+async fn call(
+    client: &mut DeviceMapperServiceClient<Channel>,
+    action: &Action,
+) -> Result<(), tonic::Status> {
+    match action {
+        Action::CreateModel(_, m) => client
+            .create_device_model(pb::CreateDeviceModelRequest {
+                model: Some(m.clone()),
+            })
+            .await
+            .map(|_| ()),
+        Action::UpdateModel(_, m) => client
+            .update_device_model(pb::UpdateDeviceModelRequest {
+                model: Some(m.clone()),
+            })
+            .await
+            .map(|_| ()),
+        Action::RemoveModel(k) => {
+            let (model_namespace, model_name) = split(k);
+            client
+                .remove_device_model(pb::RemoveDeviceModelRequest {
+                    model_name,
+                    model_namespace,
+                })
+                .await
+                .map(|_| ())
+        }
+        Action::Register(_, d) => client
+            .register_device(pb::RegisterDeviceRequest {
+                device: Some(d.clone()),
+            })
+            .await
+            .map(|_| ()),
+        Action::Update(_, d) => client
+            .update_device(pb::UpdateDeviceRequest {
+                device: Some(d.clone()),
+            })
+            .await
+            .map(|_| ()),
+        Action::Remove(k) => {
+            let (device_namespace, device_name) = split(k);
+            client
+                .remove_device(pb::RemoveDeviceRequest {
+                    device_name,
+                    device_namespace,
+                })
+                .await
+                .map(|_| ())
         }
     }
 }

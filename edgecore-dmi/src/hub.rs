@@ -7,7 +7,7 @@
 use device_crds::MetaExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dmi_proto::config_data::NumberEncoding;
 use dmi_proto::v1beta1 as pb;
@@ -91,8 +91,60 @@ pub(crate) struct MapperLink {
     /// Fingerprints of what the mapper has.
     sent_devices: HashMap<Key, u64>,
     sent_models: HashMap<Key, u64>,
-    rejected: HashMap<Key, String>,
+    /// Devices and models the mapper refused, by key: not offered again before
+    /// their retry time unless they change.
+    refused_devices: HashMap<Key, Refusal>,
+    refused_models: HashMap<Key, Refusal>,
     last_error: Option<String>,
+}
+
+/// First delay before a refused device or model is offered again.
+const REFUSAL_RETRY_MIN: Duration = Duration::from_secs(2);
+/// Longest delay between offers of a refused device or model.
+const REFUSAL_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A mapper's answer "no" to one device or model.
+#[derive(Debug, Clone)]
+struct Refusal {
+    /// Fingerprint of what was refused; another version is offered at once.
+    fingerprint: u64,
+    /// The mapper's message.
+    reason: String,
+    /// Refusals of this version in a row.
+    attempts: u32,
+    /// When to offer it again.
+    retry_at: Instant,
+}
+
+impl Refusal {
+    fn next(previous: Option<&Refusal>, fingerprint: u64, reason: String) -> Self {
+        let attempts = previous
+            .filter(|r| r.fingerprint == fingerprint)
+            .map_or(1, |r| r.attempts.saturating_add(1));
+        let delay = REFUSAL_RETRY_MIN
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(REFUSAL_RETRY_MAX);
+        Self {
+            fingerprint,
+            reason,
+            attempts,
+            retry_at: Instant::now() + delay,
+        }
+    }
+
+    /// Whether `fingerprint` is what was refused and its retry time has not come.
+    fn holds(&self, fingerprint: u64, now: Instant) -> bool {
+        self.fingerprint == fingerprint && now < self.retry_at
+    }
+}
+
+/// What a dispatcher should do next for one mapper.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Calls to make now, in order.
+    pub(crate) actions: Vec<Action>,
+    /// The earliest time a refused device or model is due to be offered again.
+    pub(crate) next_retry: Option<Instant>,
 }
 
 /// One call a dispatcher makes to bring a mapper up to date.
@@ -447,7 +499,8 @@ impl Hub {
             kick: kick.clone(),
             sent_devices: HashMap::new(),
             sent_models: HashMap::new(),
-            rejected: HashMap::new(),
+            refused_devices: HashMap::new(),
+            refused_models: HashMap::new(),
             last_error: None,
         };
         st.mappers.insert(name.clone(), link);
@@ -495,7 +548,8 @@ impl Hub {
         if let Some(link) = st.mappers.get_mut(&name) {
             link.sent_devices = sent_devices;
             link.sent_models = sent_models;
-            link.rejected.clear();
+            link.refused_devices.clear();
+            link.refused_models.clear();
         }
         drop(st);
         kick.notify_one();
@@ -503,11 +557,22 @@ impl Hub {
         (models, devices)
     }
 
-    /// The calls that bring mapper `name` up to date.
-    pub(crate) fn plan(&self, name: &str) -> Vec<Action> {
+    /// The calls that bring mapper `name` up to date. Devices and models the
+    /// mapper refused are left out until their retry time (or until they change),
+    /// so one refusal never holds up the others.
+    pub(crate) fn plan(&self, name: &str) -> Plan {
         let st = self.lock();
         let Some(link) = st.mappers.get(name) else {
-            return Vec::new();
+            return Plan::default();
+        };
+        let now = Instant::now();
+        let mut next_retry: Option<Instant> = None;
+        let mut held = |r: Option<&Refusal>, fingerprint: u64| match r {
+            Some(r) if r.holds(fingerprint, now) => {
+                next_retry = Some(next_retry.map_or(r.retry_at, |t| t.min(r.retry_at)));
+                true
+            }
+            _ => false,
         };
         let desired = Self::desired_for(&st, &link.record.protocol);
         let mut actions = Vec::new();
@@ -515,7 +580,8 @@ impl Hub {
         let mut keep = HashSet::new();
         let model = |mk: &str| st.models.get(mk).map(|m| m.proto.clone());
         for (k, df, mk, mf) in desired {
-            if planned_models.insert(mk.clone()) {
+            keep.insert(k.clone());
+            if planned_models.insert(mk.clone()) && !held(link.refused_models.get(&mk), mf) {
                 match link.sent_models.get(&mk) {
                     None => actions.extend(model(&mk).map(|m| Action::CreateModel(mk.clone(), m))),
                     Some(old) if *old != mf => {
@@ -523,6 +589,9 @@ impl Hub {
                     }
                     Some(_) => {}
                 }
+            }
+            if held(link.refused_devices.get(&k), df) {
+                continue;
             }
             match link.sent_devices.get(&k) {
                 None => actions.extend(
@@ -535,7 +604,6 @@ impl Hub {
                 ),
                 Some(_) => {}
             }
-            keep.insert(k);
         }
         for k in link.sent_devices.keys().filter(|k| !keep.contains(*k)) {
             actions.push(Action::Remove(k.clone()));
@@ -547,12 +615,14 @@ impl Hub {
         {
             actions.push(Action::RemoveModel(k.clone()));
         }
-        actions
+        Plan {
+            actions,
+            next_retry,
+        }
     }
 
-    /// Records the outcome of an action. `refusal` is the mapper's message when it
-    /// refused; the device is then not retried until it changes.
-    pub(crate) fn action_done(&self, name: &str, action: &Action, refusal: Option<String>) {
+    /// Records that mapper `name` carried out `action`.
+    pub(crate) fn action_done(&self, name: &str, action: &Action) {
         let mut st = self.lock();
         let Some(link) = st.mappers.get_mut(name) else {
             return;
@@ -561,24 +631,54 @@ impl Hub {
         match action {
             Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
                 link.sent_models.insert(k.clone(), fingerprint(m));
+                link.refused_models.remove(k);
             }
             Action::RemoveModel(k) => {
                 link.sent_models.remove(k);
+                link.refused_models.remove(k);
             }
             Action::Register(k, d) | Action::Update(k, d) => {
                 link.sent_devices.insert(k.clone(), fingerprint(d));
-                match refusal {
-                    Some(r) => {
-                        link.rejected.insert(k.clone(), r);
-                    }
-                    None => {
-                        link.rejected.remove(k);
-                    }
-                }
+                link.refused_devices.remove(k);
             }
             Action::Remove(k) => {
                 link.sent_devices.remove(k);
-                link.rejected.remove(k);
+                link.refused_devices.remove(k);
+            }
+        }
+    }
+
+    /// Records that mapper `name` answered `action` with an error (`reason`).
+    ///
+    /// A refused registration, update or model is kept apart with its reason
+    /// (shown under the device in the views) and offered again after a delay that
+    /// doubles with each refusal of the same version (2 s up to 60 s), or at once
+    /// when it changes. What the mapper already holds is unchanged: a refused
+    /// `UpdateDevice` leaves the previous version recorded as delivered. A refused
+    /// removal counts as done: the mapper either does not have the object or
+    /// will not let go of it, and asking again cannot change that.
+    pub(crate) fn action_refused(&self, name: &str, action: &Action, reason: String) {
+        let mut st = self.lock();
+        let Some(link) = st.mappers.get_mut(name) else {
+            return;
+        };
+        link.last_error = None;
+        match action {
+            Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
+                let r = Refusal::next(link.refused_models.get(k), fingerprint(m), reason);
+                link.refused_models.insert(k.clone(), r);
+            }
+            Action::Register(k, d) | Action::Update(k, d) => {
+                let r = Refusal::next(link.refused_devices.get(k), fingerprint(d), reason);
+                link.refused_devices.insert(k.clone(), r);
+            }
+            Action::RemoveModel(k) => {
+                link.sent_models.remove(k);
+                link.refused_models.remove(k);
+            }
+            Action::Remove(k) => {
+                link.sent_devices.remove(k);
+                link.refused_devices.remove(k);
             }
         }
     }
@@ -733,8 +833,25 @@ impl Hub {
                     errors.push(format!("no mapper registered for protocol `{protocol}`"));
                 }
                 for l in st.mappers.values() {
-                    if let Some(r) = l.rejected.get(k) {
-                        errors.push(format!("mapper {} refused the device: {r}", l.record.name));
+                    if let Some(r) = l.refused_devices.get(k) {
+                        errors.push(format!(
+                            "mapper {} refused the device ({} time{}, offered again in {}s): {}",
+                            l.record.name,
+                            r.attempts,
+                            if r.attempts == 1 { "" } else { "s" },
+                            r.retry_at
+                                .saturating_duration_since(Instant::now())
+                                .as_secs(),
+                            r.reason
+                        ));
+                    }
+                    if let Some(r) = e.model_key.as_ref().and_then(|mk| l.refused_models.get(mk)) {
+                        errors.push(format!(
+                            "mapper {} refused the model {}: {}",
+                            l.record.name,
+                            e.model_key.as_deref().unwrap_or_default(),
+                            r.reason
+                        ));
                     }
                 }
                 let twin = st.twins.get(k);
@@ -833,6 +950,155 @@ mod tests {
         assert_eq!(desired_status(Some("22"), Some(&t)), None);
         assert_eq!(desired_status(Some("22"), None), None);
         assert_eq!(desired_status(None, Some(&t)), None);
+    }
+
+    const NODE: &str = "apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: { name: m }
+spec:
+  protocol: virtual
+  properties:
+    - { name: set, type: INT, accessMode: ReadWrite }
+";
+
+    fn device(name: &str, desired: &str) -> String {
+        format!(
+            "---\napiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {{ name: {name} }}\n\
+             spec:\n  deviceModelRef: {{ name: m }}\n  protocol: {{ protocolName: virtual }}\n  \
+             properties:\n    - {{ name: set, desired: {{ value: \"{desired}\" }} }}\n"
+        )
+    }
+
+    fn snapshot(hub: &Hub, text: &str) {
+        let parsed = crate::source::parse_file("test", text);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        hub.apply_snapshot(
+            parsed.devices.into_iter().map(Arc::new).collect(),
+            parsed.models.into_iter().map(Arc::new).collect(),
+            Vec::new(),
+        );
+    }
+
+    fn record() -> MapperRecord {
+        MapperRecord {
+            name: "go-mapper".into(),
+            version: String::new(),
+            api_version: String::new(),
+            protocol: "virtual".into(),
+            address: "/nonexistent/go.sock".into(),
+            state: "ok".into(),
+            registered_at: String::new(),
+        }
+    }
+
+    fn keys(plan: &Plan) -> Vec<String> {
+        plan.actions
+            .iter()
+            .map(|a| match a {
+                Action::CreateModel(k, _) => format!("create-model {k}"),
+                Action::UpdateModel(k, _) => format!("update-model {k}"),
+                Action::RemoveModel(k) => format!("remove-model {k}"),
+                Action::Register(k, _) => format!("register {k}"),
+                Action::Update(k, _) => format!("update {k}"),
+                Action::Remove(k) => format!("remove {k}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refused_device_waits_its_turn_and_never_blocks_the_others() {
+        let hub = Hub::new(
+            NumberEncoding::Stock,
+            dmi_proto::transport::ChannelOptions::default(),
+            Box::new(|_, _| {}),
+        );
+        snapshot(
+            &hub,
+            &format!("{NODE}{}{}", device("a", "1"), device("b", "1")),
+        );
+        hub.register_mapper(record(), false);
+        let plan = hub.plan("go-mapper");
+        assert_eq!(
+            keys(&plan),
+            [
+                "create-model default/m",
+                "register default/a",
+                "register default/b"
+            ]
+        );
+        for a in &plan.actions {
+            match a {
+                Action::Register(k, _) if k == "default/a" => {
+                    hub.action_refused("go-mapper", a, "add device failed: bad visitor".into())
+                }
+                _ => hub.action_done("go-mapper", a),
+            }
+        }
+        // Refused: held back, with a retry time; nothing else is pending.
+        let plan = hub.plan("go-mapper");
+        assert!(plan.actions.is_empty(), "{:?}", keys(&plan));
+        let retry = plan
+            .next_retry
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        assert!(retry.is_some_and(|d| d > Duration::from_secs(1) && d <= REFUSAL_RETRY_MIN));
+        let view = hub.status();
+        let a = view
+            .devices
+            .iter()
+            .find(|d| d.name == "a")
+            .map(|d| d.errors.clone());
+        assert!(a.unwrap_or_default().iter().any(|e| {
+            e.contains("mapper go-mapper refused the device (1 time") && e.contains("bad visitor")
+        }),);
+        // A device added later goes out at once, past the refused one.
+        snapshot(
+            &hub,
+            &format!(
+                "{NODE}{}{}{}",
+                device("a", "1"),
+                device("b", "1"),
+                device("c", "1")
+            ),
+        );
+        assert_eq!(keys(&hub.plan("go-mapper")), ["register default/c"]);
+        // An edit of b goes out at once too.
+        snapshot(
+            &hub,
+            &format!(
+                "{NODE}{}{}{}",
+                device("a", "1"),
+                device("b", "2"),
+                device("c", "1")
+            ),
+        );
+        assert_eq!(
+            keys(&hub.plan("go-mapper")),
+            ["update default/b", "register default/c"]
+        );
+        // When its time comes, the refused device is offered again; a second
+        // refusal doubles the delay.
+        if let Some(link) = hub.lock().mappers.get_mut("go-mapper")
+            && let Some(r) = link.refused_devices.get_mut("default/a")
+        {
+            r.retry_at = Instant::now();
+        }
+        let plan = hub.plan("go-mapper");
+        let again = plan
+            .actions
+            .iter()
+            .find(|a| matches!(a, Action::Register(k, _) if k == "default/a"));
+        let Some(again) = again.cloned() else {
+            panic!("refused device not offered again: {:?}", keys(&plan));
+        };
+        hub.action_refused("go-mapper", &again, "still bad".into());
+        let st = hub.lock();
+        let r = &st.mappers["go-mapper"].refused_devices["default/a"];
+        assert_eq!(r.attempts, 2);
+        assert!(r.retry_at.saturating_duration_since(Instant::now()) > REFUSAL_RETRY_MIN);
+        drop(st);
+        // Once accepted, the refusal is forgotten.
+        hub.action_done("go-mapper", &again);
+        assert!(hub.status().devices.iter().all(|d| d.errors.is_empty()));
     }
 
     #[test]

@@ -7,6 +7,8 @@ Stubs are generated from the project's api.proto at run time. Every channel sets
 
   go-mapper: plays a stock Go mapper against edgecore-dmi
   edgecore:  plays stock EdgeCore against a Rust mapper
+  refusing-mapper: a Go mapper that refuses devices named refuse-* (gRPC Unknown,
+             as grpc-go sends a plain Go error) and prints every call it gets
 """
 import argparse
 import os
@@ -275,6 +277,56 @@ def edgecore(args, pb, pbg):
     print("OK edgecore")
 
 
+def refusing_mapper(args, pb, pbg):
+    import grpc
+
+    def log(*parts):
+        print(" ".join(parts), flush=True)
+
+    class Mapper(pbg.DeviceMapperServiceServicer):
+        def device_call(self, kind, req, ctx, resp):
+            key = "%s/%s" % (req.device.namespace, req.device.name)
+            if req.device.name.startswith("refuse-"):
+                log("REFUSED", kind, key)
+                ctx.abort(grpc.StatusCode.UNKNOWN, "add device %s failed: unsupported visitor" % key)
+            log("CALL", kind, key)
+            return resp
+
+        def RegisterDevice(self, req, ctx):
+            return self.device_call("RegisterDevice", req, ctx, pb.RegisterDeviceResponse(
+                deviceName=req.device.name, deviceNamespace=req.device.namespace))
+
+        def UpdateDevice(self, req, ctx):
+            return self.device_call("UpdateDevice", req, ctx, pb.UpdateDeviceResponse())
+
+        def CreateDeviceModel(self, req, ctx):
+            log("CALL", "CreateDeviceModel", "%s/%s" % (req.model.namespace, req.model.name))
+            return pb.CreateDeviceModelResponse(deviceModelName=req.model.name,
+                                                deviceModelNamespace=req.model.namespace)
+
+        def UpdateDeviceModel(self, req, ctx):
+            return pb.UpdateDeviceModelResponse()
+
+        def RemoveDevice(self, req, ctx):
+            log("CALL", "RemoveDevice", "%s/%s" % (req.deviceNamespace, req.deviceName))
+            return pb.RemoveDeviceResponse()
+
+        def RemoveDeviceModel(self, req, ctx):
+            return pb.RemoveDeviceModelResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pbg.add_DeviceMapperServiceServicer_to_server(Mapper(), server)
+    server.add_insecure_port("unix://" + args.socket)
+    server.start()
+    stub = pbg.DeviceManagerServiceStub(channel(grpc, args.edgecore))
+    info = pb.MapperInfo(name="py-mapper", version="v1.23.0", api_version="v1.0.0", protocol="virtual",
+                         address=args.socket.encode(), state="ok")
+    # withData=false: everything arrives through RegisterDevice, where refusals happen.
+    stub.MapperRegister(pb.MapperRegisterRequest(withData=False, mapper=info), timeout=10)
+    log("REGISTERED")
+    server.wait_for_termination()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--proto", required=True)
@@ -286,9 +338,12 @@ def main():
     e = sub.add_parser("edgecore")
     e.add_argument("--listen", required=True)
     e.add_argument("--mapper", required=True)
+    r = sub.add_parser("refusing-mapper")
+    r.add_argument("--edgecore", required=True)
+    r.add_argument("--socket", required=True)
     args = ap.parse_args()
     pb, pbg = stubs(args.proto, args.workdir)
-    {"go-mapper": go_mapper, "edgecore": edgecore}[args.mode](args, pb, pbg)
+    {"go-mapper": go_mapper, "edgecore": edgecore, "refusing-mapper": refusing_mapper}[args.mode](args, pb, pbg)
 
 
 if __name__ == "__main__":
