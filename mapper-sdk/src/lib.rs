@@ -72,11 +72,10 @@ pub use device::{
 pub use driver::{DeviceState, Driver};
 pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError};
 pub use metrics::Metrics;
-pub use report::{REPORT_LANES, REPORT_QUEUE};
 pub use runtime::{DesiredOutcome, DeviceSnapshot, Panel, PropertySnapshot};
 pub use value::{
     AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, is_twin_char,
-    is_valid_twin_name, is_valid_twin_value, sanitize_twin_value,
+    is_valid_twin_name, is_valid_twin_value, sanitize_twin_value, scale_linear,
 };
 
 use std::process::ExitCode;
@@ -120,10 +119,10 @@ impl<D: Driver> Mapper<D> {
         let listener = transport::bind(&cfg.socket_path).await?;
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::new());
-        let (reporter, rx) = report::Reporter::new(metrics.clone());
+        let reporter = report::Reporter::new(metrics.clone());
         let panel = Arc::new(Panel::<D>::new(
             cfg.runtime.clone(),
-            reporter,
+            reporter.clone(),
             metrics.clone(),
             tracker.clone(),
             shutdown.clone(),
@@ -159,7 +158,8 @@ impl<D: Driver> Mapper<D> {
         );
         tracker.spawn(dmi::client::report_loop(
             client.clone(),
-            rx,
+            reporter,
+            Arc::new(report::Pacer::default()),
             reregister.clone(),
             metrics,
             shutdown.clone(),

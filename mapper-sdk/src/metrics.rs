@@ -11,8 +11,10 @@
 //! | `mapper_last_tick_properties` | device | properties read in the device's last tick |
 //! | `mapper_desired_writes_total` | device, outcome | desired values applied or rejected |
 //! | `mapper_device_online` | device | 1 while the device is online |
-//! | `mapper_reports_dropped_total` | | reports dropped because EdgeCore was too slow or away |
-//! | `mapper_reports_failed_total` | | reports EdgeCore did not accept |
+//! | `mapper_reports_dropped_total` | | reports EdgeCore refused (invalid, unknown device); not sent again |
+//! | `mapper_reports_failed_total` | | report calls that did not arrive (transport failure, throttling); their data is sent again |
+//! | `mapper_reports_throttled_total` | | report calls EdgeCore answered with "too many request" |
+//! | `mapper_reports_coalesced_total` | | twins replaced by a newer value, or unchanged values not repeated while throttled, before they were sent |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +57,8 @@ pub struct Metrics {
     pub(crate) online: Family<DeviceLabel, Gauge>,
     pub(crate) reports_dropped: Counter,
     pub(crate) reports_failed: Counter,
+    pub(crate) reports_throttled: Counter,
+    pub(crate) reports_coalesced: Counter,
 }
 
 impl Default for Metrics {
@@ -78,6 +82,8 @@ impl Metrics {
             online: Family::default(),
             reports_dropped: Counter::default(),
             reports_failed: Counter::default(),
+            reports_throttled: Counter::default(),
+            reports_coalesced: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("mapper_ticks", "Collect ticks", m.ticks.clone());
@@ -114,13 +120,23 @@ impl Metrics {
         );
         registry.register(
             "mapper_reports_dropped",
-            "Reports dropped while EdgeCore was slow or away",
+            "Reports EdgeCore refused; not sent again",
             m.reports_dropped.clone(),
         );
         registry.register(
             "mapper_reports_failed",
-            "Reports EdgeCore did not accept",
+            "Report calls that did not arrive; their data is sent again",
             m.reports_failed.clone(),
+        );
+        registry.register(
+            "mapper_reports_throttled",
+            "Report calls EdgeCore answered with too many request",
+            m.reports_throttled.clone(),
+        );
+        registry.register(
+            "mapper_reports_coalesced",
+            "Twins superseded by a newer value, or not repeated while throttled",
+            m.reports_coalesced.clone(),
         );
         Metrics { registry, ..m }
     }

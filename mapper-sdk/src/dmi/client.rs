@@ -5,47 +5,86 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dmi_proto::status::{ErrorClass, classify};
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::driver::Driver;
-use crate::report::Upstream;
+use crate::report::{Delivery, Pacer, Reporter};
 use crate::runtime::Panel;
+
+/// Retry delay of a registration EdgeCore answered with throttling.
+const THROTTLED_REGISTER_RETRY: Duration = Duration::from_millis(1500);
 
 /// How often the EdgeCore socket file is checked for a restart.
 const SOCKET_POLL: Duration = Duration::from_secs(1);
 
 type Client = DeviceManagerServiceClient<Channel>;
 
-fn is_connection_error(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-    )
-}
+/// Senders working at once while EdgeCore does not throttle.
+pub(crate) const REPORT_SENDERS: usize = 8;
+/// First pause of a sender after a transport failure; doubles up to [`TRANSPORT_PAUSE_MAX`].
+const TRANSPORT_PAUSE_MIN: Duration = Duration::from_millis(200);
+const TRANSPORT_PAUSE_MAX: Duration = Duration::from_secs(5);
 
-/// Sends queued reports until shutdown, each lane in order, lanes concurrently.
-/// A connection failure asks the registration loop to register again (EdgeCore
-/// may have restarted).
+/// Sends coalesced reports until shutdown with [`REPORT_SENDERS`] senders, each
+/// taking one device at a time (see [`crate::report`]), paced by `pacer` once
+/// EdgeCore throttles.
+///
+/// Failed calls are classified ([`dmi_proto::status::classify`]): a transport
+/// failure keeps the data, pauses that sender and asks the registration loop to
+/// register again (EdgeCore may have restarted); throttling keeps the data and
+/// the registration and slows the pace; a refusal drops that report.
 pub(crate) async fn report_loop(
     client: Client,
-    lanes: Vec<mpsc::Receiver<Upstream>>,
+    reporter: Reporter,
+    pacer: Arc<Pacer>,
     reregister: Arc<Notify>,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
-    let all = futures::future::join_all(lanes.into_iter().map(|mut rx| {
+    let all = futures::future::join_all((0..REPORT_SENDERS).map(|_| {
         let mut client = client.clone();
-        let reregister = reregister.clone();
-        let metrics = metrics.clone();
+        let (reporter, pacer, reregister, metrics) = (
+            reporter.clone(),
+            pacer.clone(),
+            reregister.clone(),
+            metrics.clone(),
+        );
         async move {
-            while let Some(msg) = rx.recv().await {
-                if !send_one(&mut client, msg, &reregister).await {
-                    metrics.reports_failed.inc();
+            let mut pause = TRANSPORT_PAUSE_MIN;
+            loop {
+                let batch = reporter.next(pacer.is_pacing()).await;
+                let mut transport = false;
+                let status = match &batch.status {
+                    Some(r) => {
+                        let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
+                        pacer.acquire().await;
+                        let res = client.report_device_status(r.clone()).await.map(|_| ());
+                        deliver(&what, res, &pacer, &metrics, &mut transport)
+                    }
+                    None => Delivery::None,
+                };
+                let state = match &batch.state {
+                    Some(r) if !transport => {
+                        let what = format!("state of {}/{}", r.device_namespace, r.device_name);
+                        pacer.acquire().await;
+                        let res = client.report_device_states(r.clone()).await.map(|_| ());
+                        deliver(&what, res, &pacer, &metrics, &mut transport)
+                    }
+                    Some(_) => Delivery::Retry,
+                    None => Delivery::None,
+                };
+                reporter.finish(batch, status, state);
+                if transport {
+                    reregister.notify_one();
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(TRANSPORT_PAUSE_MAX);
+                } else {
+                    pause = TRANSPORT_PAUSE_MIN;
                 }
             }
         }
@@ -56,26 +95,36 @@ pub(crate) async fn report_loop(
     }
 }
 
-/// Sends one report; false when it did not arrive.
-async fn send_one(client: &mut Client, msg: Upstream, reregister: &Notify) -> bool {
-    let (what, res) = match msg {
-        Upstream::Status(r) => {
-            let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
-            (what, client.report_device_status(r).await.map(|_| ()))
-        }
-        Upstream::State(r) => {
-            let what = format!("state of {}/{}", r.device_namespace, r.device_name);
-            (what, client.report_device_states(r).await.map(|_| ()))
-        }
+/// Classifies one report call's result; sets `transport` on a transport failure.
+fn deliver(
+    what: &str,
+    res: Result<(), tonic::Status>,
+    pacer: &Pacer,
+    metrics: &crate::metrics::Metrics,
+    transport: &mut bool,
+) -> Delivery {
+    let Err(status) = res else {
+        pacer.accepted();
+        return Delivery::Delivered;
     };
-    let Err(status) = res else { return true };
-    if is_connection_error(status.code()) {
-        tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
-        reregister.notify_one();
-    } else {
-        tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
+    metrics.reports_failed.inc();
+    match classify(&status) {
+        ErrorClass::Transport => {
+            tracing::debug!(%what, error = %status.message(), "report failed; EdgeCore unreachable");
+            *transport = true;
+            Delivery::Retry
+        }
+        ErrorClass::Throttled => {
+            metrics.reports_throttled.inc();
+            tracing::debug!(%what, error = %status.message(), "report throttled by EdgeCore");
+            pacer.throttled();
+            Delivery::Retry
+        }
+        ErrorClass::Refused => {
+            tracing::warn!(%what, code = ?status.code(), error = %status.message(), "EdgeCore refused report");
+            Delivery::Refused
+        }
     }
-    false
 }
 
 /// Identity of the socket file, to notice an EdgeCore restart (a new socket).
@@ -124,15 +173,24 @@ pub(crate) async fn register_loop<D: Driver>(
                 }
             }
             Err(status) => {
+                // Throttling says EdgeCore is there: ask again as soon as its
+                // bucket has a token (stock: one per second), not after a long backoff.
+                let wait = if classify(&status) == ErrorClass::Throttled {
+                    THROTTLED_REGISTER_RETRY
+                } else {
+                    delay
+                };
                 tracing::warn!(
                     edgecore = %edgecore_sock.display(), code = ?status.code(), error = %status.message(),
-                    retry_in = ?delay, "registration failed"
+                    retry_in = ?wait, "registration failed"
                 );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                delay = (delay * 2).min(backoff.1);
+                if wait == delay {
+                    delay = (delay * 2).min(backoff.1);
+                }
                 continue;
             }
         }
@@ -141,7 +199,7 @@ pub(crate) async fn register_loop<D: Driver>(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = reregister.notified() => {
-                    tracing::info!("reports failing; registering again once EdgeCore answers");
+                    tracing::info!("EdgeCore unreachable; registering again once it answers");
                     // Let the connection settle before the first attempt.
                     tokio::time::sleep(backoff.0).await;
                     break;

@@ -17,7 +17,7 @@ use crate::device::{DeviceModel, DeviceSpec, ModelProperty};
 use crate::driver::{DeviceState, Driver};
 use crate::error::DriverError;
 use crate::metrics::{DeviceLabel, Metrics, OutcomeLabel};
-use crate::report::{Reporter, Upstream};
+use crate::report::Reporter;
 use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
 
 /// Everything a device task needs besides its driver type.
@@ -256,11 +256,7 @@ impl<D: Driver> DeviceTask<D> {
     fn send_state(&self) {
         self.ctx
             .reporter
-            .send(Upstream::State(pb::ReportDeviceStatesRequest {
-                device_name: self.ctx.spec.id.name.clone(),
-                device_namespace: self.ctx.spec.id.namespace.clone(),
-                state: self.state.as_str().to_owned(),
-            }));
+            .state(&self.ctx.spec.id, self.state.as_str());
     }
 
     /// Marks applied desired values for writing again (after a reconnect).
@@ -466,24 +462,18 @@ impl<D: Driver> DeviceTask<D> {
         m.read_errors
             .get_or_create(&self.ctx.label)
             .inc_by((due.len() - ok) as u64);
-        if !twins.is_empty() {
-            self.ctx
-                .reporter
-                .send(Upstream::Status(pb::ReportDeviceStatusRequest {
-                    device_name: self.ctx.spec.id.name.clone(),
-                    device_namespace: self.ctx.spec.id.namespace.clone(),
-                    reported_device: Some(pb::DeviceStatus {
-                        twins,
-                        report_to_cloud: self.ctx.spec.state_report.is_some(),
-                        report_cycle: self
-                            .ctx
-                            .spec
-                            .state_report
-                            .map(|c| c.as_millis() as i64)
-                            .unwrap_or_default(),
-                    }),
-                }));
-        }
+        self.ctx.reporter.twins(
+            &self.ctx.spec.id,
+            (
+                self.ctx.spec.state_report.is_some(),
+                self.ctx
+                    .spec
+                    .state_report
+                    .map(|c| c.as_millis() as i64)
+                    .unwrap_or_default(),
+            ),
+            twins,
+        );
         if let Some(e) = link_error {
             return Err(e);
         }
@@ -526,15 +516,7 @@ fn report_config_errors(ctx: &DeviceCtx, errors: Vec<(String, String)>) {
             }
         })
         .collect();
-    ctx.reporter
-        .send(Upstream::Status(pb::ReportDeviceStatusRequest {
-            device_name: ctx.spec.id.name.clone(),
-            device_namespace: ctx.spec.id.namespace.clone(),
-            reported_device: Some(pb::DeviceStatus {
-                twins,
-                ..Default::default()
-            }),
-        }));
+    ctx.reporter.twins(&ctx.spec.id, (false, 0), twins);
 }
 
 /// Next due time on a fixed grid; ticks missed while busy are skipped, not bunched.

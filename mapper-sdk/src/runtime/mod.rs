@@ -225,6 +225,7 @@ impl<D: Driver> Panel<D> {
                 if let Some(r) = entry.running {
                     r.cancel.cancel();
                 }
+                self.reporter.forget(id);
                 tracing::info!(device = %id, "device removed");
                 true
             }
