@@ -17,6 +17,9 @@
 //!     input: [ ... ]            # same form
 //!     coils: [ { address: 0, value: true } ]
 //!     discreteInputs: [ ... ]
+//!     missing:                  # addresses the unit lacks (holes in its map)
+//!       holding: [11175, [200, 299]]   # an address, or [first, last] inclusive
+//!       coils: [3]
 //!     faults: { latencyMs: 0, silent: false, exception: null }
 //! ```
 
@@ -75,9 +78,53 @@ pub struct DeviceConfig {
     /// Input registers.
     #[serde(default)]
     pub input: Vec<Point>,
+    /// Addresses the unit lacks.
+    #[serde(default)]
+    pub missing: Missing,
     /// Faults from the start.
     #[serde(default)]
     pub faults: Faults,
+}
+
+/// Addresses a unit lacks, per table, as devices with holes in their map do:
+/// any request touching one (a read spanning it, or a write) is answered with
+/// exception 02 (IllegalDataAddress). Addresses at or past `size` are missing
+/// anyway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Missing {
+    /// Coils.
+    #[serde(default)]
+    pub coils: Vec<Addresses>,
+    /// Discrete inputs.
+    #[serde(default)]
+    pub discrete_inputs: Vec<Addresses>,
+    /// Holding registers.
+    #[serde(default)]
+    pub holding: Vec<Addresses>,
+    /// Input registers.
+    #[serde(default)]
+    pub input: Vec<Addresses>,
+}
+
+/// One address (`7`) or an inclusive range (`[first, last]`), 0-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// One address.
+    One(u16),
+    /// `[first, last]`, both included.
+    Range([u16; 2]),
+}
+
+impl Addresses {
+    /// First and last address, both included.
+    pub fn bounds(self) -> (u16, u16) {
+        match self {
+            Addresses::One(a) => (a, a),
+            Addresses::Range([a, b]) => (a, b),
+        }
+    }
 }
 
 fn default_unit() -> u8 {

@@ -10,14 +10,17 @@
 //!   that is not there gets exception 0x0B (gateway target failed to respond).
 //! * Faults on demand ([`Simulator::set_faults`], [`Simulator::drop_connections`]):
 //!   added latency, a unit that stops answering, exception responses, dropped
-//!   connections. Out-of-range addresses get IllegalDataAddress.
+//!   connections. Out-of-range addresses, and holes in a unit's map
+//!   ([`Missing`]), get IllegalDataAddress.
 //! * Scale: one task per connection, tables are plain vectors; thousands of units
 //!   on consecutive ports are cheap ([`SimConfig::generated`]).
 
 pub mod config;
 mod unit;
 
-pub use config::{DeviceConfig, Faults, Pattern, Point, RtuConfig, SimConfig, SimType};
+pub use config::{
+    Addresses, DeviceConfig, Faults, Missing, Pattern, Point, RtuConfig, SimConfig, SimType,
+};
 pub use unit::{Table, Unit};
 
 use std::collections::HashMap;
@@ -219,6 +222,7 @@ impl SimConfig {
                     discrete_inputs: Vec::new(),
                     holding: points(1000.0),
                     input: points(2000.0),
+                    missing: Missing::default(),
                     faults: Faults::default(),
                 })
                 .collect(),

@@ -44,6 +44,8 @@ pub struct Unit {
     holding: Vec<u16>,
     input: Vec<u16>,
     dynamics: Vec<Dynamic>,
+    /// Holes in the map: (table, first, last), both included.
+    missing: Vec<(Table, u16, u16)>,
     /// Current faults.
     pub faults: Faults,
     started: Instant,
@@ -68,9 +70,27 @@ impl Unit {
             holding: vec![0; size],
             input: vec![0; size],
             dynamics: Vec::new(),
+            missing: Vec::new(),
             faults: cfg.faults.clone(),
             started: Instant::now(),
         };
+        for (table, list) in [
+            (Table::Coils, &cfg.missing.coils),
+            (Table::DiscreteInputs, &cfg.missing.discrete_inputs),
+            (Table::Holding, &cfg.missing.holding),
+            (Table::Input, &cfg.missing.input),
+        ] {
+            for a in list {
+                let (first, last) = a.bounds();
+                if first > last {
+                    return Err(format!(
+                        "device {} missing {table:?} [{first}, {last}]: first is above last",
+                        cfg.name
+                    ));
+                }
+                u.missing.push((table, first, last));
+            }
+        }
         for (table, points) in [
             (Table::Coils, &cfg.coils),
             (Table::DiscreteInputs, &cfg.discrete_inputs),
@@ -238,6 +258,7 @@ impl Unit {
 
     fn range(
         &self,
+        table: Table,
         start: u16,
         count: u16,
         len: usize,
@@ -247,7 +268,10 @@ impl Unit {
             return Err(ExceptionCode::IllegalDataValue);
         }
         let (s, e) = (usize::from(start), usize::from(start) + usize::from(count));
-        if e > len {
+        let hole = self.missing.iter().any(|&(t, first, last)| {
+            t == table && usize::from(first) < e && s <= usize::from(last)
+        });
+        if e > len || hole {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         Ok(s..e)
@@ -260,44 +284,44 @@ impl Unit {
         }
         match req {
             Request::ReadCoils(a, n) => {
-                let r = self.range(a, n, self.coils.len(), 2000)?;
+                let r = self.range(Table::Coils, a, n, self.coils.len(), 2000)?;
                 self.refresh(Table::Coils, a, n);
                 Ok(Response::ReadCoils(self.coils[r].to_vec()))
             }
             Request::ReadDiscreteInputs(a, n) => {
-                let r = self.range(a, n, self.discrete.len(), 2000)?;
+                let r = self.range(Table::DiscreteInputs, a, n, self.discrete.len(), 2000)?;
                 self.refresh(Table::DiscreteInputs, a, n);
                 Ok(Response::ReadDiscreteInputs(self.discrete[r].to_vec()))
             }
             Request::ReadHoldingRegisters(a, n) => {
-                let r = self.range(a, n, self.holding.len(), 125)?;
+                let r = self.range(Table::Holding, a, n, self.holding.len(), 125)?;
                 self.refresh(Table::Holding, a, n);
                 Ok(Response::ReadHoldingRegisters(self.holding[r].to_vec()))
             }
             Request::ReadInputRegisters(a, n) => {
-                let r = self.range(a, n, self.input.len(), 125)?;
+                let r = self.range(Table::Input, a, n, self.input.len(), 125)?;
                 self.refresh(Table::Input, a, n);
                 Ok(Response::ReadInputRegisters(self.input[r].to_vec()))
             }
             Request::WriteSingleCoil(a, v) => {
-                self.range(a, 1, self.coils.len(), 1)?;
+                self.range(Table::Coils, a, 1, self.coils.len(), 1)?;
                 self.poke(Table::Coils, a, u16::from(v));
                 Ok(Response::WriteSingleCoil(a, v))
             }
             Request::WriteMultipleCoils(a, vs) => {
-                self.range(a, vs.len() as u16, self.coils.len(), 1968)?;
+                self.range(Table::Coils, a, vs.len() as u16, self.coils.len(), 1968)?;
                 for (i, v) in vs.iter().enumerate() {
                     self.poke(Table::Coils, a + i as u16, u16::from(*v));
                 }
                 Ok(Response::WriteMultipleCoils(a, vs.len() as u16))
             }
             Request::WriteSingleRegister(a, v) => {
-                self.range(a, 1, self.holding.len(), 1)?;
+                self.range(Table::Holding, a, 1, self.holding.len(), 1)?;
                 self.poke(Table::Holding, a, v);
                 Ok(Response::WriteSingleRegister(a, v))
             }
             Request::WriteMultipleRegisters(a, vs) => {
-                self.range(a, vs.len() as u16, self.holding.len(), 123)?;
+                self.range(Table::Holding, a, vs.len() as u16, self.holding.len(), 123)?;
                 for (i, v) in vs.iter().enumerate() {
                     self.poke(Table::Holding, a + i as u16, *v);
                 }
@@ -382,5 +406,48 @@ mod tests {
             u.handle(Request::ReadHoldingRegisters(0, 1)),
             Err(ExceptionCode::ServerDeviceFailure)
         );
+    }
+
+    #[test]
+    fn missing_addresses_are_holes() {
+        let mut u = unit(
+            "name: u\nsize: 12000\nholding:\n  - {address: 11174, values: [230, 0, 50, 7]}\nmissing:\n  holding: [11175, [11180, 11189]]\n  coils: [3]\n  discreteInputs: [[5, 6]]\n",
+        );
+        let hr = |u: &mut Unit, a, n| u.handle(Request::ReadHoldingRegisters(a, n));
+        assert_eq!(
+            hr(&mut u, 11174, 1),
+            Ok(Response::ReadHoldingRegisters(vec![230]))
+        );
+        assert_eq!(
+            hr(&mut u, 11176, 2),
+            Ok(Response::ReadHoldingRegisters(vec![50, 7]))
+        );
+        for (a, n) in [(11174, 4), (11175, 1), (11179, 2), (11189, 1), (11170, 30)] {
+            assert_eq!(
+                hr(&mut u, a, n),
+                Err(ExceptionCode::IllegalDataAddress),
+                "{a}+{n}"
+            );
+        }
+        assert!(hr(&mut u, 11190, 5).is_ok());
+        assert_eq!(
+            u.handle(Request::WriteSingleRegister(11175, 1)),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            u.handle(Request::ReadCoils(2, 2)),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert!(u.handle(Request::ReadCoils(4, 2)).is_ok());
+        assert_eq!(
+            u.handle(Request::ReadDiscreteInputs(4, 4)),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert!(u.handle(Request::ReadDiscreteInputs(7, 1)).is_ok());
+        // Other tables are whole.
+        assert!(u.handle(Request::ReadInputRegisters(11175, 1)).is_ok());
+        let bad: DeviceConfig =
+            yaml_serde::from_str("name: u\nmissing: {holding: [[9, 3]]}\n").unwrap();
+        assert!(Unit::new(&bad).unwrap_err().contains("first is above last"));
     }
 }

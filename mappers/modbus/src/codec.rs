@@ -4,10 +4,17 @@
 //! Registers are big-endian 16-bit words on the wire. Multi-register values are
 //! read high word first; `isRegisterSwap` reverses the word order (for 4-register
 //! values, all four words), `isSwap` swaps the two bytes inside every register.
-//! A numeric value is `raw × scale + valueOffset`; writes apply the inverse and
-//! round to the register type.
+//! A numeric value is `raw × scale + valueOffset`, rounded by
+//! [`mapper_sdk::scale_linear`] to the decimals its inputs imply (raw 217 with
+//! scale 0.1 is 21.7, not 21.700000000000003); writes apply the inverse, drop
+//! its binary noise (15 significant digits) and round to the register type, so
+//! 21.7 with scale 0.1 writes 217.
+//!
+//! Text (`string`) is the registers' bytes after the swaps, up to the first NUL
+//! byte: a fixed-width field holding a C string ends there, whatever follows
+//! it. Trailing spaces (space padding) are dropped too.
 
-use mapper_sdk::{DriverError, DriverResult, Value};
+use mapper_sdk::{DriverError, DriverResult, Value, scale_linear};
 
 use crate::config::{DataType, ModbusAddress, StringEncoding};
 
@@ -66,14 +73,44 @@ pub fn f32_as_short_f64(f: f32) -> f64 {
     x
 }
 
+/// Decimals of the shortest text that reads back as `x` (what `Display`
+/// prints), at most 17; 0 for whole and non-finite numbers. For a float32
+/// register `x` is already its shortest decimal ([`f32_as_short_f64`]).
+fn shortest_decimals(x: f64) -> u32 {
+    if !x.is_finite() || x.fract() == 0.0 {
+        return 0;
+    }
+    (1..=17)
+        .find(|&d| {
+            let p = 10f64.powi(d);
+            (x * p).round() / p == x
+        })
+        .map_or(17, |d| d as u32)
+}
+
+/// `x` with at most `digits` significant digits: removes the binary noise of a
+/// division (216.99999999999997 → 217 at 15 digits).
+fn round_significant(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let decimals = digits - (x.abs().log10().floor() as i32 + 1);
+    if !(0..=22).contains(&decimals) {
+        return x;
+    }
+    let p = 10f64.powi(decimals);
+    (x * p).round() / p
+}
+
 fn transform(a: &ModbusAddress, raw: Value) -> Value {
     let (scale, offset) = (a.scale.unwrap_or(1.0), a.value_offset.unwrap_or(0.0));
     if scale == 1.0 && offset == 0.0 {
         return raw;
     }
-    match raw.as_f64() {
-        Some(x) if !matches!(raw, Value::Bool(_)) => Value::Float(x * scale + offset),
-        _ => raw,
+    match raw {
+        Value::Int(i) => Value::Float(scale_linear(i as f64, 0, scale, offset)),
+        Value::Float(x) => Value::Float(scale_linear(x, shortest_decimals(x), scale, offset)),
+        other => other,
     }
 }
 
@@ -101,11 +138,10 @@ pub fn decode_registers(a: &ModbusAddress, words: &[u16]) -> DriverResult<Value>
         DataType::Float32 => Value::Float(f32_as_short_f64(f32::from_be_bytes(arr(&b)))),
         DataType::Float64 => Value::Float(f64::from_be_bytes(arr(&b))),
         DataType::String => {
-            let end = b
-                .iter()
-                .rposition(|c| *c != 0 && *c != b' ')
-                .map_or(0, |i| i + 1);
-            let bytes = &b[..end];
+            // The text ends at its first NUL; bytes after it are not part of it.
+            let text = b.split(|c| *c == 0).next().unwrap_or_default();
+            let end = text.iter().rposition(|c| *c != b' ').map_or(0, |i| i + 1);
+            let bytes = &text[..end];
             match a.string_encoding.unwrap_or_default() {
                 StringEncoding::Ascii if !bytes.is_ascii() => {
                     return Err(DriverError::Value(format!(
@@ -143,7 +179,10 @@ pub fn encode_registers(a: &ModbusAddress, v: &Value) -> DriverResult<Vec<u16>> 
                 "scale is 0; the register value cannot be derived".into(),
             ));
         }
-        Ok((x - offset) / scale)
+        if scale == 1.0 && offset == 0.0 {
+            return Ok(x);
+        }
+        Ok(round_significant((x - offset) / scale, 15))
     };
     let bytes: Vec<u8> = match dt {
         DataType::Bool | DataType::Bit => {
@@ -361,5 +400,122 @@ mod tests {
         b.bit = Some(3);
         assert_eq!(decode_registers(&b, &[0b1000]).unwrap(), Value::Bool(true));
         assert_eq!(decode_registers(&b, &[0b0111]).unwrap(), Value::Bool(false));
+    }
+    fn scaled(dt: DataType, scale: f64, offset: Option<f64>) -> ModbusAddress {
+        let mut a = addr(dt, false, false);
+        a.scale = Some(scale);
+        a.value_offset = offset;
+        a
+    }
+
+    fn shown(a: &ModbusAddress, words: &[u16]) -> String {
+        decode_registers(a, words).unwrap().to_string()
+    }
+
+    #[test]
+    fn scaled_values_print_without_binary_noise() {
+        let tenths = scaled(DataType::Uint16, 0.1, None);
+        assert_eq!(shown(&tenths, &[217]), "21.7");
+        assert_eq!(shown(&tenths, &[3]), "0.3");
+        assert_eq!(shown(&tenths, &[0]), "0");
+        let signed = scaled(DataType::Int16, 0.01, None);
+        assert_eq!(shown(&signed, &[(-25i16) as u16]), "-0.25");
+        assert_eq!(shown(&signed, &[(-1i16) as u16]), "-0.01");
+        let offset = scaled(DataType::Int16, 0.1, Some(-40.0));
+        assert_eq!(shown(&offset, &[625]), "22.5");
+        assert_eq!(shown(&offset, &[401]), "0.1");
+        assert_eq!(shown(&offset, &[400]), "0");
+        let halves = scaled(DataType::Uint16, 0.5, None);
+        assert_eq!(shown(&halves, &[43]), "21.5");
+        let big = scaled(DataType::Uint32, 0.001, None);
+        assert_eq!(shown(&big, &[0xFFFF, 0xFFFF]), "4294967.295");
+        // Float registers: the raw's decimals are its shortest float32/float64 text.
+        let f32s = scaled(DataType::Float32, 0.1, None);
+        assert_eq!(shown(&f32s, &[0x3FE6, 0x6666]), "0.18", "1.8f × 0.1");
+        let f64s = scaled(DataType::Float64, 0.001, None);
+        assert_eq!(
+            shown(&f64s, &[0x4093, 0x4A45, 0x6D5C, 0xFAAD]),
+            "1.2345678",
+            "1234.5678 × 0.001"
+        );
+        // Booleans and text are not scaled.
+        let mut b = scaled(DataType::Bool, 0.1, None);
+        b.limit = Some(1);
+        assert_eq!(decode_registers(&b, &[1]).unwrap(), Value::Bool(true));
+    }
+
+    #[test]
+    fn scaled_writes_hit_the_intended_register() {
+        // (21.7 − 0) / 0.1 is 216.99999999999997 in binary: it must write 217.
+        let tenths = scaled(DataType::Uint16, 0.1, None);
+        let desired = mapper_sdk::PropertyType::Float.parse_value("21.7").unwrap();
+        let words = encode_registers(&tenths, &desired).unwrap();
+        assert_eq!(words, vec![217]);
+        assert_eq!(shown(&tenths, &words), "21.7");
+        for (text, raw) in [("0.3", 3u16), ("0.7", 7), ("6553.5", 65535), ("0", 0)] {
+            let v = mapper_sdk::PropertyType::Float.parse_value(text).unwrap();
+            let w = encode_registers(&tenths, &v).unwrap();
+            assert_eq!(w, vec![raw], "{text}");
+            assert_eq!(shown(&tenths, &w), text);
+        }
+        let signed = scaled(DataType::Int16, 0.01, Some(-40.0));
+        let w = encode_registers(&signed, &Value::Float(-40.25)).unwrap();
+        assert_eq!(w, vec![(-25i16) as u16]);
+        assert_eq!(shown(&signed, &w), "-40.25");
+        // Float registers get the value without the division's noise.
+        let f64s = scaled(DataType::Float64, 0.1, None);
+        let w = encode_registers(&f64s, &Value::Float(21.7)).unwrap();
+        assert_eq!(
+            decode_registers(&addr(DataType::Float64, false, false), &w).unwrap(),
+            Value::Float(217.0)
+        );
+        assert_eq!(shown(&f64s, &w), "21.7");
+        let f32s = scaled(DataType::Float32, 0.1, None);
+        let w = encode_registers(&f32s, &Value::Float(21.7)).unwrap();
+        assert_eq!(shown(&f32s, &w), "21.7");
+    }
+
+    fn text_at(limit: u16, bs: bool, ws: bool, enc: StringEncoding) -> ModbusAddress {
+        let mut a = addr(DataType::String, bs, ws);
+        a.limit = Some(limit);
+        a.string_encoding = Some(enc);
+        a
+    }
+
+    #[test]
+    fn strings_end_at_the_first_nul() {
+        // The field case: a 16-byte C string in 9 registers, then 0x0B 0x2A.
+        let words = [
+            0x414C, 0x4431, 0x4435, 0x4644, 0x3030, 0x4133, 0x4130, 0x3000, 0x0B2A,
+        ];
+        for enc in [StringEncoding::Ascii, StringEncoding::Utf8] {
+            let a = text_at(9, false, false, enc);
+            assert_eq!(shown(&a, &words), "ALD1D5FD00A3A00", "{enc:?}");
+        }
+        // Bytes after the NUL that are not ASCII (or not UTF-8) do not matter.
+        let a = text_at(3, false, false, StringEncoding::Ascii);
+        assert_eq!(shown(&a, &[0x4142, 0x00FF, 0xFEFF]), "AB");
+        let u = text_at(3, false, false, StringEncoding::Utf8);
+        assert_eq!(shown(&u, &[0xC3A9, 0x00C3, 0x2800]), "é");
+        // A NUL in the first byte is the empty text; no NUL is the whole field.
+        assert_eq!(shown(&a, &[0x0041, 0x4243, 0x4445]), "");
+        assert_eq!(shown(&a, &[0x4142, 0x4344, 0x4546]), "ABCDEF");
+        // Space padding is still trimmed, before the NUL too.
+        assert_eq!(shown(&a, &[0x4142, 0x2020, 0x0058]), "AB");
+        // Every byte and word order: the NUL is looked for in text order, after
+        // the swaps. "ABC\0" then garbage, written by the encoder in each order
+        // and then dirtied after the terminator.
+        for (bs, ws) in [(false, false), (true, false), (false, true), (true, true)] {
+            for enc in [StringEncoding::Ascii, StringEncoding::Utf8] {
+                let a = text_at(3, bs, ws, enc);
+                let mut bytes = b"ABC\0".to_vec();
+                bytes.extend_from_slice(&[0x0B, 0x2A]);
+                let words = from_bytes(&bytes, bs, ws);
+                assert_eq!(shown(&a, &words), "ABC", "swap {bs}/{ws} {enc:?}");
+                // And what the encoder writes reads back.
+                let w = encode_registers(&a, &Value::String("ABCD".into())).unwrap();
+                assert_eq!(shown(&a, &w), "ABCD", "swap {bs}/{ws} {enc:?}");
+            }
+        }
     }
 }

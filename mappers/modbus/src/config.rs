@@ -266,7 +266,8 @@ pub enum DataType {
     /// IEEE 754 double, four registers.
     #[serde(alias = "double")]
     Float64,
-    /// Text of `limit` registers, two characters each, NUL-padded.
+    /// Text of `limit` registers, two bytes each; it ends at the first NUL
+    /// byte (bytes after it are not part of it) and trailing spaces are dropped.
     String,
     /// One bit (`bit`: 0 = least significant) of a register.
     Bit,
@@ -303,7 +304,7 @@ pub enum StringEncoding {
 /// | `register` | `CoilRegister`, `DiscreteInputRegister`, `HoldingRegister`, `InputRegister` |
 /// | `offset` | protocol address, **0-based** (`mbpoll -r 1` is offset 0) |
 /// | `limit` | how many registers (or bits) the value spans |
-/// | `scale` | value = raw × scale (+ `valueOffset`); writes divide |
+/// | `scale` | value = raw × scale (+ `valueOffset`), rounded to the decimals of its inputs ([`mapper_sdk::scale_linear`]); writes divide and round |
 /// | `isSwap` | swap the two bytes inside each register |
 /// | `isRegisterSwap` | reverse the order of the registers (low word first) |
 /// | `dataType` | extension: `bool`, `int16`, `uint16`, `int32`, `uint32`, `int64`, `uint64`, `float32`, `float64`, `string`, `bit` |
@@ -325,7 +326,8 @@ pub struct ModbusAddress {
     pub offset: u16,
     /// Registers or bits.
     pub limit: Option<u16>,
-    /// Multiplier.
+    /// Multiplier: value = raw × scale (+ `value_offset`), rounded to the
+    /// decimals of raw and scale; must not be 0.
     pub scale: Option<f64>,
     /// Byte swap within registers.
     #[serde(default)]
@@ -337,7 +339,7 @@ pub struct ModbusAddress {
     pub data_type: Option<DataType>,
     /// Bit number for `dataType: bit`.
     pub bit: Option<u8>,
-    /// Added after scaling.
+    /// Added after scaling (same unit as the reported value).
     pub value_offset: Option<f64>,
     /// Text encoding.
     pub string_encoding: Option<StringEncoding>,

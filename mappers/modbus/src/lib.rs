@@ -12,6 +12,19 @@
 //!   few requests as the protocol allows (≤ 125 registers / ≤ 2000 bits each, a
 //!   configurable gap allowance and request size). Each tick's request count is
 //!   logged at debug level and counted ([`ModbusDriver::requests`]).
+//! * Holes in a device's map: a merged request refused with exception 02, 03 or
+//!   04 is split in two, recursively, down to single properties, so every
+//!   property the device serves gets its value and the exception is charged
+//!   only to the properties refused on their own (at most `2m − 1` requests
+//!   for `m` properties). What the split shows (the refused ranges, the unasked
+//!   addresses between parts that read fine) is remembered per driver value
+//!   ([`ModbusDriver::holes`], [`Holes`]) and later plans avoid it; a reconnect
+//!   or a config change (a new value from [`Driver::connect`]) starts from
+//!   nothing. Other exceptions, timeouts and transport errors never split.
+//!   Details in the `batch` module's source docs and the README.
+//! * Scaled values are `raw × scale + valueOffset` rounded to the decimals the
+//!   inputs imply ([`mapper_sdk::scale_linear`]): raw 217 at scale 0.1 reports
+//!   `21.7`. Text ends at its first NUL byte ([`codec`]).
 //! * Writes encode per data type, byte/word order and scale, use function code
 //!   5/6 for one coil/register and 16 for several, and read the value back to
 //!   confirm. Input registers and discrete inputs refuse writes.
@@ -27,6 +40,7 @@
 //! ## Feature flags
 //! None: TCP and RTU are both built (tokio-serial needs no system libraries).
 
+mod batch;
 pub mod codec;
 pub mod config;
 pub mod link;
@@ -35,10 +49,11 @@ pub mod plan;
 pub use config::{
     DataType, Endpoint, ModbusAddress, ModbusConfig, PlanLimits, StringEncoding, Table,
 };
+pub use plan::Holes;
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use mapper_sdk::{DeviceFault, Driver, DriverError, DriverResult, PropertyType, Value};
@@ -47,6 +62,10 @@ use tokio_modbus::{Request, Response};
 use crate::link::Link;
 
 /// One Modbus device (a unit id on an endpoint).
+///
+/// A value lives from one [`Driver::connect`] to the next: what it learned about
+/// the device (its [`Holes`]) goes with it, so a reconnect, or a config change
+/// (which restarts the device), starts from nothing.
 #[derive(Debug)]
 pub struct ModbusDriver {
     link: Arc<Link>,
@@ -54,6 +73,13 @@ pub struct ModbusDriver {
     timeout: Duration,
     limits: PlanLimits,
     requests: AtomicU64,
+    /// Addresses merged reads must avoid; never locked across an `.await`.
+    holes: Mutex<Holes>,
+}
+
+/// A poisoned lock only means a reader panicked; the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An error for each of several properties that shared one failed request.
@@ -79,9 +105,17 @@ fn unexpected(resp: &Response) -> DriverError {
 }
 
 impl ModbusDriver {
-    /// Requests this device has sent.
+    /// Requests this device has sent (reads, including those of split merged
+    /// reads, writes and read-backs), since [`Driver::connect`].
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// A copy of what this device was seen to refuse: address ranges (and cut
+    /// points) that merged reads avoid, learned when a merged read was refused
+    /// and split. Empty after [`Driver::connect`].
+    pub fn holes(&self) -> Holes {
+        lock(&self.holes).clone()
     }
 
     /// The shared link.
@@ -163,6 +197,7 @@ impl Driver for ModbusDriver {
             timeout: cfg.timeout(),
             limits: cfg.limits(),
             requests: AtomicU64::new(0),
+            holes: Mutex::new(Holes::new()),
         })
     }
 
@@ -178,32 +213,17 @@ impl Driver for ModbusDriver {
             .iter()
             .map(|a| (a.register, a.offset, a.register_count()))
             .collect();
-        let plan = plan::plan(&items, self.limits);
+        let plan = plan::plan_around(&items, self.limits, &lock(&self.holes));
+        let before = self.requests();
+        let results = self.read_planned(at, &plan).await;
         tracing::debug!(
             properties = at.len(),
-            requests = plan.spans.len(),
+            planned = plan.spans.len(),
+            requests = self.requests() - before,
             unit = self.unit,
             "modbus read tick"
         );
-        let mut data: Vec<DriverResult<Words>> = Vec::with_capacity(plan.spans.len());
-        for span in &plan.spans {
-            // After a link failure the rest of the tick fails the same way without waiting.
-            if let Some(Err(e)) = data.last()
-                && e.is_link_failure()
-            {
-                let e = dup(e);
-                data.push(Err(e));
-                continue;
-            }
-            data.push(self.read_span(span.table, span.start, span.count).await);
-        }
-        at.iter()
-            .zip(&plan.slots)
-            .map(|(a, &(span, pos))| match &data[span] {
-                Ok(words) => Self::decode(a, words, pos),
-                Err(e) => Err(dup(e)),
-            })
-            .collect()
+        results
     }
 
     async fn write(&self, at: &ModbusAddress, value: &Value) -> DriverResult<()> {

@@ -1,5 +1,6 @@
 //! The driver against an independent server: pymodbus over TCP, and pymodbus RTU
 //! over a socat PTY pair. Same map and expectations as against our simulator.
+//! And a pymodbus device with holes in its map (`python/sparse_server.py`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,10 +27,26 @@ impl Drop for Peer {
 }
 
 fn start_pymodbus(dir: &std::path::Path, args: &[&str]) -> Child {
+    start_script(
+        dir,
+        &repo().join("tests/python/pymodbus_server.py"),
+        &map_json(),
+        args,
+    )
+}
+
+/// Runs a pymodbus server script with `--map` (written from `map`) and `args`,
+/// and waits for its READY line.
+fn start_script(
+    dir: &std::path::Path,
+    script: &std::path::Path,
+    map_json: &serde_json::Value,
+    args: &[&str],
+) -> Child {
     let map = dir.join("map.json");
-    std::fs::write(&map, map_json().to_string()).unwrap();
+    std::fs::write(&map, map_json.to_string()).unwrap();
     let mut child = Command::new(python())
-        .arg(repo().join("tests/python/pymodbus_server.py"))
+        .arg(script)
         .arg("--map")
         .arg(&map)
         .args(args)
@@ -107,4 +124,76 @@ async fn pymodbus_rtu_over_a_pty_pair() {
     .await;
     check_reads(&d).await;
     check_writes(&d).await;
+}
+
+#[tokio::test]
+async fn pymodbus_sparse_map_holes_are_split_out_and_remembered() {
+    use mapper_modbus::{ModbusAddress, Table};
+    use mapper_sdk::{DriverError, PropertyType, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Holding 11174, 11176, 11177 exist, 11175 does not (the field case). The
+    // coils end at 47: a read of 47..49 runs past the table's end.
+    let map = json!({
+        "holding": [[11174, [230]], [11176, [50, 7]]],
+        "input": [[0, [1]]],
+        "coils": [[32, vec![1; 16]]],
+        "discrete": [[0, vec![0; 16]]],
+    });
+    let _peer = Peer(vec![start_script(
+        dir.path(),
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sparse_server.py"),
+        &map,
+        &["--tcp", &port.to_string()],
+    )]);
+    let d =
+        connect_retrying(json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 2000}))
+            .await;
+    let props: Vec<ModbusAddress> = [11174u16, 11176, 11177]
+        .into_iter()
+        .map(|o| {
+            address(
+                json!({"register": "HoldingRegister", "offset": o, "limit": 1}),
+                Some(PropertyType::Int),
+            )
+        })
+        .chain([47u16, 48].into_iter().map(|o| {
+            address(
+                json!({"register": "CoilRegister", "offset": o}),
+                Some(PropertyType::Boolean),
+            )
+        }))
+        .collect();
+    let refs: Vec<&ModbusAddress> = props.iter().collect();
+    let want = [
+        Some(Value::Int(230)),
+        Some(Value::Int(50)),
+        Some(Value::Int(7)),
+        Some(Value::Bool(true)),
+        None,
+    ];
+    let mut costs = Vec::new();
+    for _ in 0..3 {
+        let before = d.requests();
+        let r = d.read_batch(&refs).await;
+        costs.push(d.requests() - before);
+        let got: Vec<Option<Value>> = r.iter().map(|x| x.as_ref().ok().cloned()).collect();
+        assert_eq!(got, want);
+        match &r[4] {
+            Err(DriverError::Device(f)) => assert_eq!(f.code, Some(2), "IllegalDataAddress"),
+            other => panic!("coil 48: {other:?}"),
+        }
+    }
+    // Tick 1: holding 11174..11177 refused, then 11174 and 11176..11177; coils
+    // 47..48 refused, then 47 and 48 (refused on its own). Later ticks plan
+    // around what was learned.
+    assert_eq!(costs, vec![6, 4, 4]);
+    let holes = d.holes();
+    assert_eq!(holes.ranges(Table::Holding), vec![11175..11176]);
+    assert_eq!(holes.ranges(Table::Coil), vec![48..49]);
+    // A new connection starts from nothing.
+    let fresh =
+        connect_retrying(json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 2000}))
+            .await;
+    assert!(fresh.holes().is_empty());
 }

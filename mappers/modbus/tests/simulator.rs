@@ -63,6 +63,8 @@ async fn writes_are_read_back() {
         sim.read("plc", Table::Holding, 50, 1).unwrap(),
         vec![(-21i16) as u16]
     );
+    // The scaled set-point: desired 21.7 at scale 0.1 is register 217.
+    assert_eq!(sim.read("plc", Table::Holding, 64, 1).unwrap(), vec![217]);
 }
 
 #[tokio::test]

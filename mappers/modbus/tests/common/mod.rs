@@ -24,11 +24,16 @@ pub fn holding() -> Vec<(u16, Vec<u16>)> {
         (22, vec![0x3412, 0x7856]),                 // byte swapped
         (24, vec![0x7856, 0x3412]),                 // both
         (26, vec![625]),                            // ×0.1 −40 = 22.5
+        (27, vec![217]),                            // ×0.1 = 21.7 (not 21.700000000000003)
+        (28, vec![3]),                              // ×0.1 = 0.3
+        (29, vec![(-25i16) as u16]),                // int16 ×0.01 = -0.25
         (30, vec![0x5255, 0x5354, 0x0000]),         // "RUST"
+        (33, vec![0x414C, 0x4400, 0x0B2A]),         // "ALD", NUL, then bytes that are not text
         (40, vec![0b1010]),                         // bits 1 and 3
         (50, vec![0]),                              // write target
         (51, vec![0, 0]),                           // write target, float32
         (60, vec![0, 0, 0, 0]),                     // write target, int64 both swapped
+        (64, vec![0]),                              // write target, scaled set-point
     ]
 }
 
@@ -125,9 +130,34 @@ pub fn reads() -> Vec<(Json, Option<PropertyType>, Value)> {
             Value::Float(22.5),
         ),
         (
+            json!({"register": "HoldingRegister", "offset": 27, "limit": 1, "scale": 0.1}),
+            Some(Float),
+            Value::Float(21.7),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 28, "limit": 1, "scale": 0.1}),
+            Some(Float),
+            Value::Float(0.3),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 29, "dataType": "int16", "scale": 0.01}),
+            Some(Float),
+            Value::Float(-0.25),
+        ),
+        (
             json!({"register": "HoldingRegister", "offset": 30, "limit": 3}),
             Some(String),
             Value::String("RUST".into()),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 33, "limit": 3}),
+            Some(String),
+            Value::String("ALD".into()),
+        ),
+        (
+            json!({"register": "HoldingRegister", "offset": 33, "limit": 3, "stringEncoding": "utf8"}),
+            Some(String),
+            Value::String("ALD".into()),
         ),
         (
             json!({"register": "HoldingRegister", "offset": 40, "dataType": "bit", "bit": 3}),
@@ -174,7 +204,9 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Reads every visitor one by one and as one batch; both must match.
+/// Reads every visitor one by one and as one batch; both must match, and every
+/// value must print (as the twin shows it) exactly as the expected one does:
+/// no binary noise from scaling, no bytes after a string's NUL.
 pub async fn check_reads(d: &ModbusDriver) {
     let cases = reads();
     let addrs: Vec<ModbusAddress> = cases
@@ -184,6 +216,7 @@ pub async fn check_reads(d: &ModbusDriver) {
     for (a, (v, _, want)) in addrs.iter().zip(&cases) {
         let got = d.read(a).await.unwrap_or_else(|e| panic!("{v}: {e}"));
         assert!(close(&got, want), "{v}: got {got:?}, want {want:?}");
+        assert_eq!(got.to_string(), want.to_string(), "{v}: twin text");
     }
     let refs: Vec<&ModbusAddress> = addrs.iter().collect();
     let before = d.requests();
@@ -193,6 +226,7 @@ pub async fn check_reads(d: &ModbusDriver) {
     for (got, (v, _, want)) in batch.into_iter().zip(&cases) {
         let got = got.unwrap_or_else(|e| panic!("{v}: {e}"));
         assert!(close(&got, want), "batch {v}: got {got:?}, want {want:?}");
+        assert_eq!(got.to_string(), want.to_string(), "batch {v}: twin text");
     }
 }
 
@@ -250,6 +284,28 @@ pub async fn check_writes(d: &ModbusDriver) {
         Some(Boolean),
     );
     assert_eq!(d.read(&b3).await.unwrap(), Value::Bool(true));
+    // A scaled set-point: the desired text 21.7 at scale 0.1 writes register 217
+    // exactly and reads back as the same text.
+    let setpoint = address(
+        json!({"register": "HoldingRegister", "offset": 64, "limit": 1, "scale": 0.1}),
+        Some(Float),
+    );
+    for text in ["21.7", "0.3", "6553.5"] {
+        let desired = Float.parse_value(text).unwrap();
+        d.write(&setpoint, &desired)
+            .await
+            .unwrap_or_else(|e| panic!("write {text}: {e}"));
+        assert_eq!(d.read(&setpoint).await.unwrap().to_string(), text);
+    }
+    let raw = address(
+        json!({"register": "HoldingRegister", "offset": 64, "limit": 1}),
+        Some(Int),
+    );
+    assert_eq!(d.read(&raw).await.unwrap(), Value::Int(65535));
+    d.write(&setpoint, &Float.parse_value("21.7").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(d.read(&raw).await.unwrap(), Value::Int(217));
     // Read-only tables and values that do not fit are refused before any I/O.
     let ro = address(json!({"register": "InputRegister", "offset": 0}), Some(Int));
     let e = d.write(&ro, &Value::Int(1)).await.unwrap_err();
