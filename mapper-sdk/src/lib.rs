@@ -56,6 +56,7 @@ mod device;
 mod dmi;
 mod driver;
 mod error;
+pub mod link;
 mod metrics;
 mod report;
 mod runtime;

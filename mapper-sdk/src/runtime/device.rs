@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dmi_proto::v1beta1 as pb;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
@@ -16,6 +16,7 @@ use crate::config::RuntimeConfig;
 use crate::device::{DeviceModel, DeviceSpec, ModelProperty};
 use crate::driver::{DeviceState, Driver};
 use crate::error::DriverError;
+use crate::link::{Standing, with_deadline};
 use crate::metrics::{DeviceLabel, Metrics, OutcomeLabel};
 use crate::report::Reporter;
 use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
@@ -31,6 +32,9 @@ pub(crate) struct DeviceCtx {
     pub(crate) metrics: Arc<Metrics>,
     /// This device's metric label, built once.
     pub(crate) label: DeviceLabel,
+    /// Start order in this mapper: devices are started in the order EdgeCore
+    /// lists them ([`crate::link`] uses it to order devices nothing is known of).
+    pub(crate) seq: u64,
 }
 
 struct Prop<A> {
@@ -74,6 +78,17 @@ struct DeviceTask<D: Driver> {
     props: Vec<Prop<D::Address>>,
     state: DeviceState,
     state_next: Option<Instant>,
+    /// The device answered a read or write since the connection was opened.
+    /// Only then is it `online`, does its backoff reset, and do its requests
+    /// go before those of devices that have not answered on a shared link
+    /// ([`crate::link`]).
+    responsive: bool,
+    /// It answered since the last time the backoff looked.
+    answered: bool,
+    /// Connections that failed since it last answered.
+    misses: u32,
+    /// Start order in this mapper.
+    seq: u64,
 }
 
 /// Runs one device until `shutdown`. Never returns an error: every failure is
@@ -98,6 +113,10 @@ pub(crate) async fn run_device<D: Driver>(
                 props: Vec::new(),
                 state: DeviceState::Unknown,
                 state_next: None,
+                responsive: false,
+                answered: false,
+                misses: 0,
+                seq: ctx.seq,
                 ctx,
             };
             task.set_error(Some(msg));
@@ -109,29 +128,31 @@ pub(crate) async fn run_device<D: Driver>(
     let mut task = DeviceTask::<D>::new(ctx);
     let mut backoff = Backoff::new(task.ctx.runtime.backoff_min, task.ctx.runtime.backoff_max);
     loop {
+        let io_timeout = task.ctx.runtime.io_timeout;
         let driver = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = timeout(task.ctx.runtime.io_timeout, D::connect(&cfg)) => r,
+            r = with_deadline(task.standing(), io_timeout, D::connect(&cfg)) => r,
         };
         let err = match driver {
-            Ok(Ok(driver)) => {
-                backoff.reset();
-                task.set_error(None);
-                tracing::info!(device = %id, "connected");
-                task.set_state(DeviceState::Online);
+            Some(Ok(driver)) => {
+                // Connected is not online: a socket that opens says nothing about
+                // the device behind it. The first answered read or write decides.
+                tracing::info!(device = %id, "connected; waiting for the device to answer");
+                task.responsive = false;
                 // A device that was away may have lost its settings: apply the
                 // desired values again on every (re)connect.
                 task.reapply_desired();
                 let exit = task
                     .run_connected(&driver, &mut desired_rx, &shutdown)
                     .await;
+                task.responsive = false;
                 driver.disconnect().await;
                 match exit {
                     Exit::Shutdown => return,
                     Exit::LinkFailed(e) => e,
                 }
             }
-            Ok(Err(DriverError::Config(e))) => {
+            Some(Err(DriverError::Config(e))) => {
                 let msg = format!("bad protocol configData: {e}");
                 tracing::error!(device = %id, "{msg}");
                 task.set_error(Some(msg));
@@ -139,9 +160,17 @@ pub(crate) async fn run_device<D: Driver>(
                 shutdown.cancelled().await;
                 return;
             }
-            Ok(Err(e)) => format!("connect failed: {e}"),
-            Err(_) => format!("connect timed out after {:?}", task.ctx.runtime.io_timeout),
+            Some(Err(e)) => format!("connect failed: {e}"),
+            None => format!("connect timed out after {io_timeout:?}"),
         };
+        // Only a device that answered on this connection starts again from the
+        // shortest delay; one that accepts connections but never answers backs
+        // off further each time.
+        if std::mem::take(&mut task.answered) {
+            backoff.reset();
+            task.misses = 0;
+        }
+        task.misses = task.misses.saturating_add(1);
         let delay = backoff.next_delay();
         tracing::warn!(device = %id, retry_in = ?delay, "{err}");
         task.set_error(Some(err));
@@ -226,11 +255,33 @@ impl<D: Driver> DeviceTask<D> {
             }
         }
         Self {
+            seq: ctx.seq,
             ctx,
             props,
             state: DeviceState::Unknown,
             state_next,
+            responsive: false,
+            answered: false,
+            misses: 0,
         }
+    }
+
+    /// Where this device's requests stand on a shared link.
+    fn standing(&self) -> Standing {
+        Standing {
+            responsive: self.responsive,
+            misses: self.misses,
+            seq: self.seq,
+        }
+    }
+
+    /// Records that the device answered (a value, or a fault of its own).
+    fn mark_answered(&mut self) {
+        if !self.responsive {
+            self.set_error(None);
+        }
+        self.responsive = true;
+        self.answered = true;
     }
 
     fn set_error(&mut self, e: Option<String>) {
@@ -297,7 +348,11 @@ impl<D: Driver> DeviceTask<D> {
         desired_rx: &mut watch::Receiver<Arc<DeviceSpec>>,
         shutdown: &CancellationToken,
     ) -> Exit {
-        if let Err(e) = self.apply_desired(driver).await {
+        let applied = tokio::select! {
+            _ = shutdown.cancelled() => return Exit::Shutdown,
+            r = self.apply_desired(driver) => r,
+        };
+        if let Err(e) = applied {
             return Exit::LinkFailed(e);
         }
         loop {
@@ -309,18 +364,31 @@ impl<D: Driver> DeviceTask<D> {
                     if changed.is_err() { return Exit::Shutdown; }
                     let spec = desired_rx.borrow_and_update().clone();
                     self.take_desired(&spec);
-                    if let Err(e) = self.apply_desired(driver).await {
+                    let applied = tokio::select! {
+                        _ = shutdown.cancelled() => return Exit::Shutdown,
+                        r = self.apply_desired(driver) => r,
+                    };
+                    if let Err(e) = applied {
                         return Exit::LinkFailed(e);
                     }
                 }
                 _ = sleep_until(next_collect.unwrap_or(far)), if next_collect.is_some() => {
-                    if let Err(e) = self.collect(driver).await {
+                    let collected = tokio::select! {
+                        _ = shutdown.cancelled() => return Exit::Shutdown,
+                        r = self.collect(driver) => r,
+                    };
+                    if let Err(e) = collected {
                         return Exit::LinkFailed(e);
                     }
                 }
                 _ = sleep_until(self.state_next.unwrap_or(far)), if self.state_next.is_some() => {
-                    let s = driver.state().await;
-                    if s != DeviceState::Online {
+                    let io_timeout = self.ctx.runtime.io_timeout;
+                    let s = tokio::select! {
+                        _ = shutdown.cancelled() => return Exit::Shutdown,
+                        s = with_deadline(self.standing(), io_timeout, driver.state()) => s,
+                    };
+                    // Until the device answers, its state is what the reads said.
+                    if let Some(s) = s.filter(|s| *s != DeviceState::Online && self.responsive) {
                         self.set_state(s);
                     }
                     self.send_state();
@@ -343,16 +411,33 @@ impl<D: Driver> DeviceTask<D> {
             };
             let outcome = match validate_desired(p.model.as_ref(), &desired) {
                 Err(reason) => DesiredOutcome::Rejected(reason),
-                Ok(value) => match timeout(io_timeout, driver.write(&p.addr, &value)).await {
-                    Ok(Ok(())) => DesiredOutcome::Applied,
-                    Ok(Err(e)) if e.is_link_failure() => {
-                        return Err(format!("writing {}: {e}", p.name));
+                Ok(value) => {
+                    match with_deadline(self.standing(), io_timeout, driver.write(&p.addr, &value))
+                        .await
+                    {
+                        Some(Ok(())) => {
+                            self.mark_answered();
+                            DesiredOutcome::Applied
+                        }
+                        Some(Err(e)) if e.is_link_failure() => {
+                            return Err(format!("writing {}: {e}", p.name));
+                        }
+                        Some(Err(e)) => {
+                            // The device answered (a fault), or the value could not
+                            // be encoded: either way the device is not unreachable.
+                            if matches!(e, DriverError::Device(_)) {
+                                self.mark_answered();
+                            }
+                            DesiredOutcome::Rejected(e.to_string())
+                        }
+                        None => {
+                            return Err(format!(
+                                "writing {} timed out after {io_timeout:?}",
+                                p.name
+                            ));
+                        }
                     }
-                    Ok(Err(e)) => DesiredOutcome::Rejected(e.to_string()),
-                    Err(_) => {
-                        return Err(format!("writing {} timed out after {io_timeout:?}", p.name));
-                    }
-                },
+                }
             };
             let p = &mut self.props[i];
             match &outcome {
@@ -392,13 +477,15 @@ impl<D: Driver> DeviceTask<D> {
             .io_timeout
             .saturating_mul(due.len().min(8) as u32);
         let requests_before = driver.io_requests();
-        let results = match timeout(deadline, driver.read_batch(&addrs)).await {
-            Ok(r) if r.len() == due.len() => r,
-            Ok(r) => {
+        let results = match with_deadline(self.standing(), deadline, driver.read_batch(&addrs))
+            .await
+        {
+            Some(r) if r.len() == due.len() => r,
+            Some(r) => {
                 tracing::error!(device = %self.ctx.spec.id, expected = due.len(), got = r.len(), "driver returned the wrong number of results");
                 return Err("driver returned the wrong number of results".into());
             }
-            Err(_) => return Err(format!("reads timed out after {deadline:?}")),
+            None => return Err(format!("reads timed out after {deadline:?}")),
         };
         let m = &self.ctx.metrics;
         m.ticks.get_or_create(&self.ctx.label).inc();
@@ -417,6 +504,7 @@ impl<D: Driver> DeviceTask<D> {
         let mut twins = Vec::new();
         let mut link_error = None;
         let mut ok = 0usize;
+        let mut faults = 0usize;
         {
             let mut snap = lock(&self.ctx.snapshot);
             for (&i, result) in due.iter().zip(results) {
@@ -451,6 +539,8 @@ impl<D: Driver> DeviceTask<D> {
                     Err((link, e)) => {
                         tracing::warn!(device = %self.ctx.spec.id, property = %p.name, error = %e, "read failed");
                         entry.error = Some(e.clone());
+                        // A fault the device reported is an answer too.
+                        faults += usize::from(!link);
                         if link && link_error.is_none() {
                             link_error = Some(format!("reading {}: {e}", p.name));
                         }
@@ -474,6 +564,9 @@ impl<D: Driver> DeviceTask<D> {
             ),
             twins,
         );
+        if ok + faults > 0 {
+            self.mark_answered();
+        }
         if let Some(e) = link_error {
             return Err(e);
         }

@@ -63,6 +63,8 @@ pub struct Panel<D: Driver> {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Devices started so far (each start's order number).
+    started: std::sync::atomic::AtomicU64,
     _driver: PhantomData<fn() -> D>,
 }
 
@@ -91,6 +93,7 @@ impl<D: Driver> Panel<D> {
             metrics,
             tracker,
             shutdown,
+            started: std::sync::atomic::AtomicU64::new(0),
             _driver: PhantomData,
         }
     }
@@ -194,6 +197,9 @@ impl<D: Driver> Panel<D> {
             snapshot: entry.snapshot.clone(),
             metrics: self.metrics.clone(),
             label: Metrics::device(id),
+            seq: self
+                .started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let token = cancel.clone();
         let span = tracing::info_span!("device", device = %id);

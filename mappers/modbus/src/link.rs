@@ -1,7 +1,10 @@
 //! Connections, shared: one TCP connection per endpoint for every device behind
 //! it (a gateway with many unit ids), one owner per serial port serializing all
-//! its devices. Requests take turns on the link; each has its own timeout, so a
-//! unit that does not answer holds the link for at most that long. After a
+//! its devices. Requests take turns on the link ([`mapper_sdk::link::SharedLink`]:
+//! units that answer go before units that have not, round robin within each);
+//! each request's timeout starts when it gets its turn, so a unit that does not
+//! answer holds the link for at most that long, and a healthy unit waits behind
+//! at most one such request however many dead units share the line. After a
 //! timeout or a transport error the connection is dropped (a late answer would
 //! otherwise be taken for the next request's) and reopened by the next request.
 
@@ -11,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
+use mapper_sdk::link::SharedLink;
 use mapper_sdk::{DeviceFault, DriverError, DriverResult};
 use tokio::time::timeout;
 use tokio_modbus::client::{Client, Context};
@@ -35,7 +39,7 @@ fn pool_key(endpoint: &Endpoint) -> String {
 /// A shared connection to one endpoint.
 pub struct Link {
     endpoint: Endpoint,
-    ctx: tokio::sync::Mutex<Option<Context>>,
+    ctx: SharedLink<Option<Context>>,
     requests: AtomicU64,
     connects: AtomicU64,
 }
@@ -75,7 +79,7 @@ impl Link {
         }
         let link = Arc::new(Link {
             endpoint: endpoint.clone(),
-            ctx: tokio::sync::Mutex::new(None),
+            ctx: SharedLink::new(None),
             requests: AtomicU64::new(0),
             connects: AtomicU64::new(0),
         });
@@ -135,7 +139,7 @@ impl Link {
 
     /// Opens the connection now if it is not open (to report a dead endpoint early).
     pub async fn ensure_open(&self, deadline: Duration) -> DriverResult<()> {
-        let mut guard = self.ctx.lock().await;
+        let mut guard = self.ctx.turn().await;
         if guard.is_none() {
             *guard = Some(self.open_within(deadline).await?);
         }
@@ -163,7 +167,7 @@ impl Link {
         req: Request<'_>,
         deadline: Duration,
     ) -> DriverResult<Response> {
-        let mut guard = self.ctx.lock().await;
+        let mut guard = self.ctx.turn().await;
         // The context stays out of the slot until the answer is in: a cancelled or
         // failed call leaves the link closed, never with a request in flight.
         let mut ctx = match guard.take() {
