@@ -12,6 +12,15 @@
 //!   always set, values inside EdgeCore's charset) and state
 //!   (`ReportDeviceStates`, only the five accepted strings, on
 //!   `status.reportCycle` and on every change);
+//! * reports `online` only once the device answered a read or write (an answered
+//!   fault makes it `unhealthy`), resets the reconnect backoff only then, and
+//!   shares transports fairly between devices ([`link`]);
+//! * hands reports to a coalescing sender (see [Reports](crate#reports)):
+//!   the latest twin per property and the latest state per device, one
+//!   `ReportDeviceStatus` per device with all its changed twins, paced
+//!   adaptively when EdgeCore throttles (stock EdgeCore: 1 call/s per node),
+//!   without re-registering; only transport failures trigger a new
+//!   registration;
 //! * validates desired values against the model (type, minimum/maximum,
 //!   ReadWrite) and writes them; a rejected value is logged and reported in the
 //!   twin's `observedDesired.metadata` (`status: rejected`, `reason`), never
@@ -45,6 +54,19 @@
 //!     mapper_sdk::main::<Fixed>("fixed")
 //! }
 //! ```
+//!
+//! ## Reports
+//!
+//! Device tasks never wait for EdgeCore. Per device the SDK keeps only the
+//! newest undelivered twin of each property and the newest state, so memory is
+//! bounded by devices × properties whatever EdgeCore does. Senders take devices
+//! round robin, one at a time each (so a device's reports keep their order), and
+//! send everything a device has in one call. A failed call is classified
+//! ([`dmi_proto::status::classify`]): transport failures keep the data and ask
+//! for a new registration; throttling keeps the data and the registration and
+//! slows the pace (additive increase, multiplicative decrease, starting at
+//! 1 call/s) while unchanged values and states stop being repeated; refusals
+//! drop that report and count it (`mapper_reports_dropped_total`).
 //!
 //! ## Feature flags
 //! None yet; push targets and the data panel will come behind features.
