@@ -1,5 +1,6 @@
 //! Errors of drivers and of the SDK.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a device answered when it refused a request.
@@ -39,9 +40,15 @@ impl std::fmt::Display for DeviceFault {
 }
 
 /// Why a driver call failed. The SDK's retry logic depends on the variant:
-/// [`Device`](Self::Device) and [`Config`](Self::Config) are not retried,
-/// [`Transport`](Self::Transport) and [`Timeout`](Self::Timeout) reconnect with backoff.
-#[derive(Debug, thiserror::Error)]
+/// [`Device`](Self::Device), [`Config`](Self::Config) and [`Value`](Self::Value)
+/// are that property's (or device's) error and are not cured by reconnecting;
+/// [`Transport`](Self::Transport), [`Timeout`](Self::Timeout) and
+/// [`Protocol`](Self::Protocol) are link failures: the SDK reconnects with
+/// backoff ([`DriverError::is_link_failure`]).
+///
+/// Cheap to clone (an I/O error is shared), so one failed request can be every
+/// property's error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DriverError {
     /// The device answered but refused (Modbus exception, OPC UA Bad* status).
     /// Retrying will not help.
@@ -49,10 +56,14 @@ pub enum DriverError {
     Device(DeviceFault),
     /// The link failed (socket, serial port, radio). Retried after backoff.
     #[error("link failed: {0}")]
-    Transport(#[source] std::io::Error),
+    Transport(#[source] Arc<std::io::Error>),
     /// No answer in time. Retried after backoff.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// The answer broke the protocol (bad framing, a response to another
+    /// request): the link cannot be trusted and is reopened.
+    #[error("protocol error: {0}")]
+    Protocol(String),
     /// The protocol or visitor configuration is invalid for this driver.
     #[error("bad config: {0}")]
     Config(String),
@@ -65,12 +76,26 @@ pub enum DriverError {
 impl DriverError {
     /// True for errors that a reconnect may cure.
     pub fn is_link_failure(&self) -> bool {
-        matches!(self, Self::Transport(_) | Self::Timeout(_))
+        matches!(
+            self,
+            Self::Transport(_) | Self::Timeout(_) | Self::Protocol(_)
+        )
     }
 
     /// A transport error from any message.
     pub fn transport(msg: impl Into<String>) -> Self {
-        Self::Transport(std::io::Error::other(msg.into()))
+        Self::Transport(Arc::new(std::io::Error::other(msg.into())))
+    }
+
+    /// A transport error from an I/O error.
+    pub fn io(e: std::io::Error) -> Self {
+        Self::Transport(Arc::new(e))
+    }
+}
+
+impl From<std::io::Error> for DriverError {
+    fn from(e: std::io::Error) -> Self {
+        Self::io(e)
     }
 }
 

@@ -25,7 +25,7 @@ use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_server::{
     DeviceManagerService, DeviceManagerServiceServer,
 };
-use mapper_sdk::{Driver, DriverResult, Mapper, MapperConfig, Value};
+use mapper_sdk::{DeviceClient, Driver, DriverResult, Mapper, MapperConfig, Value};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -44,13 +44,19 @@ struct Addr {
 }
 
 struct Counting;
+struct CountingDevice;
 
 impl Driver for Counting {
     type Config = Cfg;
     type Address = Addr;
-    async fn connect(_: &Cfg) -> DriverResult<Self> {
-        Ok(Counting)
+    type Client = CountingDevice;
+    async fn connect(&self, _: &Cfg) -> DriverResult<CountingDevice> {
+        Ok(CountingDevice)
     }
+}
+
+impl DeviceClient for CountingDevice {
+    type Address = Addr;
     async fn read(&self, a: &Addr) -> DriverResult<Value> {
         Ok(Value::Int(PHASE.load(Ordering::SeqCst) * 10 + a.index))
     }
@@ -241,7 +247,7 @@ async fn under_stock_throttling_the_latest_values_converge_without_reregistering
     let mut cfg = MapperConfig::for_protocol("counting");
     cfg.socket_path = dir.path().join("counting.sock");
     cfg.edgecore_sock = edgecore_sock;
-    let mapper = tokio::spawn(Mapper::<Counting>::new(cfg).run(shutdown.clone()));
+    let mapper = tokio::spawn(Mapper::new(cfg, Counting).run(shutdown.clone()));
 
     // Values change every second for 8 s, then stay.
     for phase in 1..=8 {

@@ -12,9 +12,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::driver::Driver;
-use crate::report::{Delivery, Pacer, Reporter};
-use crate::runtime::Panel;
+use super::convert::{state_request, status_request};
+use super::server::Devices;
+use crate::twin::{Delivery, Pacer, Reporter};
 
 /// Retry delay of a registration EdgeCore answered with throttling.
 const THROTTLED_REGISTER_RETRY: Duration = Duration::from_millis(1500);
@@ -59,20 +59,20 @@ pub(crate) async fn report_loop(
             loop {
                 let batch = reporter.next(pacer.is_pacing()).await;
                 let mut transport = false;
-                let status = match &batch.status {
+                let status = match status_request(&batch) {
                     Some(r) => {
-                        let what = format!("twins of {}/{}", r.device_namespace, r.device_name);
+                        let what = format!("twins of {}", batch.id);
                         pacer.acquire().await;
-                        let res = client.report_device_status(r.clone()).await.map(|_| ());
+                        let res = client.report_device_status(r).await.map(|_| ());
                         deliver(&what, res, &pacer, &metrics, &mut transport)
                     }
                     None => Delivery::None,
                 };
-                let state = match &batch.state {
+                let state = match state_request(&batch) {
                     Some(r) if !transport => {
-                        let what = format!("state of {}/{}", r.device_namespace, r.device_name);
+                        let what = format!("state of {}", batch.id);
                         pacer.acquire().await;
-                        let res = client.report_device_states(r.clone()).await.map(|_| ());
+                        let res = client.report_device_states(r).await.map(|_| ());
                         deliver(&what, res, &pacer, &metrics, &mut transport)
                     }
                     Some(_) => Delivery::Retry,
@@ -138,11 +138,11 @@ async fn socket_identity(path: &PathBuf) -> Option<(u64, u64)> {
 /// Registers with EdgeCore (with backoff until it answers), applies the devices
 /// and models it returns, then waits for a reason to register again: the
 /// EdgeCore socket was replaced, or reports started failing.
-pub(crate) async fn register_loop<D: Driver>(
+pub(crate) async fn register_loop(
     mut client: Client,
     info: pb::MapperInfo,
     edgecore_sock: PathBuf,
-    panel: Arc<Panel<D>>,
+    devices: Arc<Devices>,
     reregister: Arc<Notify>,
     backoff: (Duration, Duration),
     shutdown: CancellationToken,
@@ -168,7 +168,7 @@ pub(crate) async fn register_loop<D: Driver>(
                     models = resp.model_list.len(),
                     "registered with EdgeCore"
                 );
-                for e in panel.sync(&resp.model_list, &resp.device_list) {
+                for e in devices.sync(&resp.model_list, &resp.device_list) {
                     tracing::error!(error = %e, "device or model from EdgeCore not usable");
                 }
             }

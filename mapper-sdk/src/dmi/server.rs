@@ -1,18 +1,90 @@
 //! `DeviceMapperService`: EdgeCore tells the mapper about devices and models.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_mapper_service_server::DeviceMapperService;
 use tonic::{Request, Response, Status};
 
-use crate::device::ObjectId;
-use crate::driver::Driver;
+use super::convert::{device_from_proto, device_with_twins, model_from_proto};
 use crate::error::SpecError;
-use crate::runtime::Panel;
+use crate::runtime::Supervisor;
+use crate::spec::ObjectId;
 
-pub(crate) struct MapperService<D: Driver> {
-    pub(crate) panel: Arc<Panel<D>>,
+/// The supervisor seen from DMI: converts messages on the way in and keeps
+/// each device as EdgeCore sent it, for `GetDevice`.
+pub(crate) struct Devices {
+    supervisor: Arc<Supervisor>,
+    sent: Mutex<HashMap<ObjectId, pb::Device>>,
+}
+
+impl Devices {
+    pub(crate) fn new(supervisor: Arc<Supervisor>) -> Self {
+        Self {
+            supervisor,
+            sent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sent(&self) -> MutexGuard<'_, HashMap<ObjectId, pb::Device>> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn upsert_device(&self, d: &pb::Device) -> Result<ObjectId, SpecError> {
+        let spec = device_from_proto(d)?;
+        let id = self.supervisor.upsert_device(spec);
+        self.sent().insert(id.clone(), d.clone());
+        Ok(id)
+    }
+
+    pub(crate) fn remove_device(&self, id: &ObjectId) -> bool {
+        self.sent().remove(id);
+        self.supervisor.remove_device(id)
+    }
+
+    pub(crate) fn upsert_model(&self, m: &pb::DeviceModel) -> Result<(), SpecError> {
+        self.supervisor.upsert_model(model_from_proto(m)?);
+        Ok(())
+    }
+
+    pub(crate) fn remove_model(&self, id: &ObjectId) {
+        self.supervisor.remove_model(id);
+    }
+
+    /// Holds exactly these models and devices (MapperRegister data); returns
+    /// the ones that could not be used, with the reason.
+    pub(crate) fn sync(&self, models: &[pb::DeviceModel], devices: &[pb::Device]) -> Vec<SpecError> {
+        let mut errors = Vec::new();
+        let models = models
+            .iter()
+            .filter_map(|m| model_from_proto(m).map_err(|e| errors.push(e)).ok())
+            .collect();
+        let mut specs = Vec::with_capacity(devices.len());
+        let mut sent = HashMap::with_capacity(devices.len());
+        for d in devices {
+            match device_from_proto(d) {
+                Ok(s) => {
+                    sent.insert(s.id.clone(), d.clone());
+                    specs.push(s);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        *self.sent() = sent;
+        self.supervisor.sync(models, specs);
+        errors
+    }
+
+    pub(crate) fn get_device(&self, id: &ObjectId) -> Option<pb::Device> {
+        let sent = self.sent().get(id).cloned()?;
+        let snap = self.supervisor.snapshot(id)?;
+        Some(device_with_twins(&sent, &snap))
+    }
+}
+
+pub(crate) struct MapperService {
+    pub(crate) devices: Arc<Devices>,
 }
 
 fn invalid(e: SpecError) -> Status {
@@ -25,13 +97,13 @@ fn need<T>(v: Option<T>, what: &str) -> Result<T, Status> {
 }
 
 #[tonic::async_trait]
-impl<D: Driver> DeviceMapperService for MapperService<D> {
+impl DeviceMapperService for MapperService {
     async fn register_device(
         &self,
         req: Request<pb::RegisterDeviceRequest>,
     ) -> Result<Response<pb::RegisterDeviceResponse>, Status> {
         let device = need(req.into_inner().device, "device")?;
-        let id = self.panel.upsert_device(&device).map_err(invalid)?;
+        let id = self.devices.upsert_device(&device).map_err(invalid)?;
         Ok(Response::new(pb::RegisterDeviceResponse {
             device_name: id.name,
             device_namespace: id.namespace,
@@ -44,7 +116,7 @@ impl<D: Driver> DeviceMapperService for MapperService<D> {
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
         let r = req.into_inner();
         let id = ObjectId::new(&r.device_namespace, &r.device_name);
-        if !self.panel.remove_device(&id) {
+        if !self.devices.remove_device(&id) {
             tracing::info!(device = %id, "RemoveDevice for an unknown device");
         }
         Ok(Response::new(pb::RemoveDeviceResponse {}))
@@ -55,7 +127,7 @@ impl<D: Driver> DeviceMapperService for MapperService<D> {
         req: Request<pb::UpdateDeviceRequest>,
     ) -> Result<Response<pb::UpdateDeviceResponse>, Status> {
         let device = need(req.into_inner().device, "device")?;
-        self.panel.upsert_device(&device).map_err(invalid)?;
+        self.devices.upsert_device(&device).map_err(invalid)?;
         Ok(Response::new(pb::UpdateDeviceResponse {}))
     }
 
@@ -64,7 +136,7 @@ impl<D: Driver> DeviceMapperService for MapperService<D> {
         req: Request<pb::CreateDeviceModelRequest>,
     ) -> Result<Response<pb::CreateDeviceModelResponse>, Status> {
         let model = need(req.into_inner().model, "model")?;
-        self.panel.upsert_model(&model).map_err(invalid)?;
+        self.devices.upsert_model(&model).map_err(invalid)?;
         let id = ObjectId::new(&model.namespace, &model.name);
         Ok(Response::new(pb::CreateDeviceModelResponse {
             device_model_name: id.name,
@@ -77,7 +149,7 @@ impl<D: Driver> DeviceMapperService for MapperService<D> {
         req: Request<pb::RemoveDeviceModelRequest>,
     ) -> Result<Response<pb::RemoveDeviceModelResponse>, Status> {
         let r = req.into_inner();
-        self.panel
+        self.devices
             .remove_model(&ObjectId::new(&r.model_namespace, &r.model_name));
         Ok(Response::new(pb::RemoveDeviceModelResponse {}))
     }
@@ -87,7 +159,7 @@ impl<D: Driver> DeviceMapperService for MapperService<D> {
         req: Request<pb::UpdateDeviceModelRequest>,
     ) -> Result<Response<pb::UpdateDeviceModelResponse>, Status> {
         let model = need(req.into_inner().model, "model")?;
-        self.panel.upsert_model(&model).map_err(invalid)?;
+        self.devices.upsert_model(&model).map_err(invalid)?;
         Ok(Response::new(pb::UpdateDeviceModelResponse {}))
     }
 
@@ -98,8 +170,8 @@ impl<D: Driver> DeviceMapperService for MapperService<D> {
         let r = req.into_inner();
         let id = ObjectId::new(&r.device_namespace, &r.device_name);
         let device = self
-            .panel
-            .device(&id)
+            .devices
+            .get_device(&id)
             .ok_or_else(|| Status::not_found(format!("device {id} is not known to this mapper")))?;
         Ok(Response::new(pb::GetDeviceResponse {
             device: Some(device),

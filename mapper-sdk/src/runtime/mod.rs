@@ -1,5 +1,5 @@
-//! The device panel: every device and model this mapper knows, and one task per
-//! device.
+//! The device supervisor: every device and model this mapper knows, and one
+//! task per device ([`task`]), all over one type-erased driver.
 //!
 //! * A device whose model has not arrived yet is kept and started when the model
 //!   comes (EdgeCore may send RegisterDevice before CreateDeviceModel).
@@ -8,17 +8,15 @@
 //!   serial port or a single-connection device is never opened twice).
 
 mod backoff;
-mod device;
 mod snapshot;
+mod task;
 
 pub use snapshot::{DesiredOutcome, DeviceSnapshot, PropertySnapshot};
 
 use std::collections::{HashMap, HashSet};
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use dmi_proto::v1beta1 as pb;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,11 +24,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::RuntimeConfig;
-use crate::device::{DeviceModel, DeviceSpec, ObjectId, device_from_proto, model_from_proto};
-use crate::driver::Driver;
-use crate::error::SpecError;
+use crate::driver::DynDriver;
 use crate::metrics::Metrics;
-use crate::report::Reporter;
+use crate::spec::{DeviceModel, DeviceSpec, ObjectId};
+use crate::twin::Reporter;
 
 /// How long a restarting device waits for its old task to let go.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -43,7 +40,6 @@ struct Running {
 }
 
 struct Entry {
-    proto: pb::Device,
     spec: Arc<DeviceSpec>,
     running: Option<Running>,
     snapshot: Arc<Mutex<DeviceSnapshot>>,
@@ -56,7 +52,8 @@ struct State {
 }
 
 /// All devices and models of one mapper; see the module docs.
-pub struct Panel<D: Driver> {
+pub struct Supervisor {
+    driver: Arc<dyn DynDriver>,
     state: Mutex<State>,
     runtime: RuntimeConfig,
     reporter: Reporter,
@@ -65,21 +62,21 @@ pub struct Panel<D: Driver> {
     shutdown: CancellationToken,
     /// Devices started so far (each start's order number).
     started: std::sync::atomic::AtomicU64,
-    _driver: PhantomData<fn() -> D>,
 }
 
-impl<D: Driver> std::fmt::Debug for Panel<D> {
+impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.lock();
-        f.debug_struct("Panel")
+        f.debug_struct("Supervisor")
             .field("models", &s.models.len())
             .field("devices", &s.devices.len())
             .finish()
     }
 }
 
-impl<D: Driver> Panel<D> {
+impl Supervisor {
     pub(crate) fn new(
+        driver: Arc<dyn DynDriver>,
         runtime: RuntimeConfig,
         reporter: Reporter,
         metrics: Arc<Metrics>,
@@ -87,6 +84,7 @@ impl<D: Driver> Panel<D> {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            driver,
             state: Mutex::new(State::default()),
             runtime,
             reporter,
@@ -94,7 +92,6 @@ impl<D: Driver> Panel<D> {
             tracker,
             shutdown,
             started: std::sync::atomic::AtomicU64::new(0),
-            _driver: PhantomData,
         }
     }
 
@@ -104,13 +101,13 @@ impl<D: Driver> Panel<D> {
 
     /// Adds or replaces a model; devices using a changed model restart, devices
     /// waiting for it start.
-    pub fn upsert_model(&self, proto: &pb::DeviceModel) -> Result<(), SpecError> {
-        let model = Arc::new(model_from_proto(proto)?);
+    pub fn upsert_model(&self, model: DeviceModel) {
+        let model = Arc::new(model);
         let mut st = self.lock();
         let unchanged = st.models.get(&model.id).is_some_and(|old| **old == *model);
         st.models.insert(model.id.clone(), model.clone());
         if unchanged {
-            return Ok(());
+            return;
         }
         tracing::info!(model = %model.id, properties = model.properties.len(), "model stored");
         let affected: Vec<ObjectId> = st
@@ -122,7 +119,6 @@ impl<D: Driver> Panel<D> {
         for id in affected {
             self.start_locked(&mut st, &id);
         }
-        Ok(())
     }
 
     /// Forgets a model. Running devices keep the copy they started with.
@@ -132,16 +128,15 @@ impl<D: Driver> Panel<D> {
         }
     }
 
-    /// Adds or replaces a device (RegisterDevice and UpdateDevice).
-    pub fn upsert_device(&self, proto: &pb::Device) -> Result<ObjectId, SpecError> {
-        let spec = Arc::new(device_from_proto(proto)?);
+    /// Adds or replaces a device (RegisterDevice and UpdateDevice); returns its id.
+    pub fn upsert_device(&self, spec: DeviceSpec) -> ObjectId {
+        let spec = Arc::new(spec);
         let id = spec.id.clone();
         let mut st = self.lock();
         let model = st.models.get(&spec.model).cloned();
         if let Some(entry) = st.devices.get_mut(&id) {
-            entry.proto = proto.clone();
             if *entry.spec == *spec {
-                return Ok(id);
+                return id;
             }
             let only_desired = entry.spec.without_desired() == spec.without_desired();
             entry.spec = spec.clone();
@@ -152,13 +147,12 @@ impl<D: Driver> Panel<D> {
             {
                 tracing::info!(device = %id, "desired values updated");
                 run.desired_tx.send_replace(spec);
-                return Ok(id);
+                return id;
             }
         } else {
             st.devices.insert(
                 id.clone(),
                 Entry {
-                    proto: proto.clone(),
                     spec,
                     running: None,
                     snapshot: Arc::new(Mutex::new(DeviceSnapshot::default())),
@@ -166,7 +160,7 @@ impl<D: Driver> Panel<D> {
             );
         }
         self.start_locked(&mut st, &id);
-        Ok(id)
+        id
     }
 
     /// (Re)starts the device `id` if its model is known.
@@ -189,7 +183,8 @@ impl<D: Driver> Panel<D> {
         let cancel = self.shutdown.child_token();
         let (desired_tx, desired_rx) = watch::channel(spec.clone());
         *entry.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = DeviceSnapshot::default();
-        let ctx = device::DeviceCtx {
+        let ctx = task::DeviceCtx {
+            driver: self.driver.clone(),
             spec: spec.clone(),
             model: model.clone(),
             runtime: self.runtime.clone(),
@@ -210,7 +205,7 @@ impl<D: Driver> Panel<D> {
                 {
                     tracing::warn!("previous instance did not stop within {STOP_GRACE:?}");
                 }
-                device::run_device::<D>(ctx, desired_rx, token).await;
+                task::run_device(ctx, desired_rx, token).await;
             }
             .instrument(span),
         );
@@ -239,22 +234,16 @@ impl<D: Driver> Panel<D> {
         }
     }
 
-    /// Makes the panel hold exactly these models and devices (MapperRegister data).
-    /// Unchanged devices keep running untouched. Returns the devices that failed
-    /// to convert, with the reason.
-    pub fn sync(&self, models: &[pb::DeviceModel], devices: &[pb::Device]) -> Vec<SpecError> {
-        let mut errors = Vec::new();
+    /// Makes the supervisor hold exactly these models and devices (what
+    /// MapperRegister returned). Unchanged devices keep running untouched.
+    pub fn sync(&self, models: Vec<DeviceModel>, devices: Vec<DeviceSpec>) {
         for m in models {
-            if let Err(e) = self.upsert_model(m) {
-                errors.push(e);
-            }
+            self.upsert_model(m);
         }
         let mut keep = HashSet::new();
         for d in devices {
-            keep.insert(ObjectId::new(&d.namespace, &d.name));
-            if let Err(e) = self.upsert_device(d) {
-                errors.push(e);
-            }
+            keep.insert(d.id.clone());
+            self.upsert_device(d);
         }
         let stale: Vec<ObjectId> = self
             .lock()
@@ -266,41 +255,6 @@ impl<D: Driver> Panel<D> {
         for id in stale {
             self.remove_device(&id);
         }
-        errors
-    }
-
-    /// The device as EdgeCore sent it, with `status.twins` filled from the latest
-    /// readings (GetDevice).
-    pub fn device(&self, id: &ObjectId) -> Option<pb::Device> {
-        let st = self.lock();
-        let entry = st.devices.get(id)?;
-        let snap = entry
-            .snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut d = entry.proto.clone();
-        let status = d.status.get_or_insert_with(Default::default);
-        status.twins = snap
-            .properties
-            .iter()
-            .map(|p| pb::Twin {
-                property_name: p.name.clone(),
-                reported: Some(pb::TwinProperty {
-                    value: p
-                        .reported
-                        .as_ref()
-                        .map(|v| crate::value::sanitize_twin_value(&v.to_string()).0)
-                        .unwrap_or_default(),
-                    metadata: Default::default(),
-                }),
-                observed_desired: Some(pb::TwinProperty {
-                    value: p.desired.as_ref().map(|d| d.0.clone()).unwrap_or_default(),
-                    metadata: Default::default(),
-                }),
-            })
-            .collect();
-        Some(d)
     }
 
     /// Latest snapshot of a device.

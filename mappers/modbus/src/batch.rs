@@ -38,7 +38,7 @@ use mapper_sdk::{DriverError, DriverResult, Value};
 
 use crate::config::{ModbusAddress, Table};
 use crate::plan::Plan;
-use crate::{ModbusDriver, dup, lock};
+use crate::{ModbusDevice, lock};
 
 /// Whether a merged request refused with `e` is worth splitting: exceptions 02,
 /// 03 and 04 can depend on which addresses were asked for.
@@ -140,14 +140,14 @@ struct Tick<'a> {
 impl Tick<'_> {
     fn fail(&mut self, group: &[Member], e: &DriverError) {
         for m in group {
-            self.results[m.index] = Some(Err(dup(e)));
+            self.results[m.index] = Some(Err(e.clone()));
         }
     }
 }
 
 type Resolving<'t> = Pin<Box<dyn Future<Output = Outcome> + Send + 't>>;
 
-impl ModbusDriver {
+impl ModbusDevice {
     /// Reads `at` as `plan` says, splitting refused merged requests; returns one
     /// result per address, in order, and remembers what the device refused.
     pub(crate) async fn read_planned(
@@ -191,7 +191,7 @@ impl ModbusDriver {
     ) -> Resolving<'t> {
         Box::pin(async move {
             // After a link failure the rest of the tick fails the same way without waiting.
-            if let Some(e) = tick.link.as_ref().map(dup) {
+            if let Some(e) = tick.link.clone() {
                 tick.fail(group, &e);
                 return Outcome::LinkFailed;
             }

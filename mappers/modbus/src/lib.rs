@@ -11,14 +11,14 @@
 //! * Read planning ([`plan`]): per tick the due properties of a device become as
 //!   few requests as the protocol allows (≤ 125 registers / ≤ 2000 bits each, a
 //!   configurable gap allowance and request size). Each tick's request count is
-//!   logged at debug level and counted ([`ModbusDriver::requests`]).
+//!   logged at debug level and counted ([`ModbusDevice::requests`]).
 //! * Holes in a device's map: a merged request refused with exception 02, 03 or
 //!   04 is split in two, recursively, down to single properties, so every
 //!   property the device serves gets its value and the exception is charged
 //!   only to the properties refused on their own (at most `2m − 1` requests
 //!   for `m` properties). What the split shows (the refused ranges, the unasked
 //!   addresses between parts that read fine) is remembered per driver value
-//!   ([`ModbusDriver::holes`], [`Holes`]) and later plans avoid it; a reconnect
+//!   ([`ModbusDevice::holes`], [`Holes`]) and later plans avoid it; a reconnect
 //!   or a config change (a new value from [`Driver::connect`]) starts from
 //!   nothing. Other exceptions, timeouts and transport errors never split.
 //!   Details in the `batch` module's source docs and the README.
@@ -34,7 +34,7 @@
 //!   connection and the SDK reconnects with backoff.
 //!
 //! ```no_run
-//! fn main() -> std::process::ExitCode { mapper_sdk::main::<mapper_modbus::ModbusDriver>("modbus") }
+//! fn main() -> std::process::ExitCode { mapper_sdk::main("modbus", mapper_modbus::ModbusDriver::default()) }
 //! ```
 //!
 //! ## Feature flags
@@ -51,15 +51,31 @@ pub use config::{
 };
 pub use plan::Holes;
 
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use mapper_sdk::{DeviceFault, Driver, DriverError, DriverResult, PropertyType, Value};
+use mapper_sdk::{
+    DeviceClient, DeviceFault, Driver, DriverError, DriverResult, PropertyType, Value,
+};
 use tokio_modbus::{Request, Response};
 
-use crate::link::Link;
+use crate::link::{Link, Pool};
+
+/// The Modbus protocol: opens [`ModbusDevice`]s and owns the connections they
+/// share (one per TCP endpoint or serial port, see [`link`]). One value per
+/// mapper; devices opened through different values share nothing.
+#[derive(Debug, Default)]
+pub struct ModbusDriver {
+    pool: Pool,
+}
+
+impl ModbusDriver {
+    /// The links open now, one per endpoint in use.
+    pub fn open_links(&self) -> usize {
+        self.pool.len()
+    }
+}
 
 /// One Modbus device (a unit id on an endpoint).
 ///
@@ -67,7 +83,7 @@ use crate::link::Link;
 /// the device (its [`Holes`]) goes with it, so a reconnect, or a config change
 /// (which restarts the device), starts from nothing.
 #[derive(Debug)]
-pub struct ModbusDriver {
+pub struct ModbusDevice {
     link: Arc<Link>,
     unit: u8,
     timeout: Duration,
@@ -82,29 +98,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// An error for each of several properties that shared one failed request.
-fn dup(e: &DriverError) -> DriverError {
-    match e {
-        DriverError::Device(f) => DriverError::Device(f.clone()),
-        DriverError::Transport(io) => {
-            DriverError::Transport(io::Error::new(io.kind(), io.to_string()))
-        }
-        DriverError::Timeout(d) => DriverError::Timeout(*d),
-        DriverError::Config(s) => DriverError::Config(s.clone()),
-        DriverError::Value(s) => DriverError::Value(s.clone()),
-    }
-}
-
 enum Words {
     Registers(Vec<u16>),
     Bits(Vec<bool>),
 }
 
 fn unexpected(resp: &Response) -> DriverError {
-    DriverError::transport(format!("unexpected Modbus response {resp:?}"))
+    DriverError::Protocol(format!("unexpected Modbus response {resp:?}"))
 }
 
-impl ModbusDriver {
+impl ModbusDevice {
     /// Requests this device has sent (reads, including those of split merged
     /// reads, writes and read-backs), since [`Driver::connect`].
     pub fn requests(&self) -> u64 {
@@ -139,7 +142,7 @@ impl ModbusDriver {
             Table::Input => self.call(Request::ReadInputRegisters(start, count)).await?,
         };
         let short = |got: usize| {
-            DriverError::transport(format!("asked for {count} values at {start}, got {got}"))
+            DriverError::Protocol(format!("asked for {count} values at {start}, got {got}"))
         };
         match resp {
             Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) if table.is_bits() => {
@@ -175,23 +178,21 @@ impl ModbusDriver {
 impl Driver for ModbusDriver {
     type Config = ModbusConfig;
     type Address = ModbusAddress;
+    type Client = ModbusDevice;
 
     fn prepare_address(
+        &self,
         addr: &mut ModbusAddress,
         model_type: Option<PropertyType>,
     ) -> DriverResult<()> {
         addr.prepare(model_type)
     }
 
-    fn io_requests(&self) -> Option<u64> {
-        Some(self.requests())
-    }
-
-    async fn connect(cfg: &ModbusConfig) -> DriverResult<Self> {
+    async fn connect(&self, cfg: &ModbusConfig) -> DriverResult<ModbusDevice> {
         let endpoint = cfg.endpoint()?;
-        let link = Link::get(&endpoint);
+        let link = self.pool.get(&endpoint);
         link.ensure_open(cfg.timeout()).await?;
-        Ok(Self {
+        Ok(ModbusDevice {
             link,
             unit: cfg.unit(),
             timeout: cfg.timeout(),
@@ -199,6 +200,14 @@ impl Driver for ModbusDriver {
             requests: AtomicU64::new(0),
             holes: Mutex::new(Holes::new()),
         })
+    }
+}
+
+impl DeviceClient for ModbusDevice {
+    type Address = ModbusAddress;
+
+    fn io_requests(&self) -> Option<u64> {
+        Some(self.requests())
     }
 
     async fn read(&self, at: &ModbusAddress) -> DriverResult<Value> {
@@ -253,7 +262,7 @@ impl Driver for ModbusDriver {
                     != 0.0;
                 let Words::Registers(cur) = self.read_span(Table::Holding, at.offset, 1).await?
                 else {
-                    return Err(DriverError::transport("expected registers"));
+                    return Err(DriverError::Protocol("expected registers".into()));
                 };
                 let mask = 1u16 << at.bit.unwrap_or(0);
                 let word = if on { cur[0] | mask } else { cur[0] & !mask };

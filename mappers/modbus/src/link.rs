@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use mapper_sdk::link::SharedLink;
@@ -23,10 +23,52 @@ use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
 use crate::config::{Endpoint, Parity};
 
-/// Every open link by where it goes (host and port, or serial path); entries
-/// die with their last device.
-static POOL: LazyLock<Mutex<HashMap<String, Weak<Link>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Every open link of one [`crate::ModbusDriver`] by where it goes (host and
+/// port, or serial path); entries die with their last device.
+#[derive(Debug, Default)]
+pub struct Pool {
+    links: Mutex<HashMap<String, Weak<Link>>>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Link>>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Links in use.
+    pub fn len(&self) -> usize {
+        self.lock().values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Whether no link is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shared link for `endpoint` (opened lazily by its first request).
+    pub fn get(&self, endpoint: &Endpoint) -> Arc<Link> {
+        let mut pool = self.lock();
+        pool.retain(|_, w| w.strong_count() > 0);
+        let key = pool_key(endpoint);
+        if let Some(link) = pool.get(&key).and_then(Weak::upgrade) {
+            if link.endpoint != *endpoint {
+                tracing::warn!(
+                    port = %key, using = ?link.endpoint, asked = ?endpoint,
+                    "devices on one serial port disagree on line settings; the first device's settings are used"
+                );
+            }
+            return link;
+        }
+        let link = Arc::new(Link {
+            endpoint: endpoint.clone(),
+            ctx: SharedLink::new(None),
+            requests: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        });
+        pool.insert(key, Arc::downgrade(&link));
+        link
+    }
+}
 
 /// Pool key: a serial port has one owner whatever line settings devices ask for.
 fn pool_key(endpoint: &Endpoint) -> String {
@@ -63,30 +105,6 @@ pub(crate) fn exception_fault(e: ExceptionCode) -> DriverError {
 }
 
 impl Link {
-    /// The shared link for `endpoint`.
-    pub fn get(endpoint: &Endpoint) -> Arc<Link> {
-        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        pool.retain(|_, w| w.strong_count() > 0);
-        let key = pool_key(endpoint);
-        if let Some(link) = pool.get(&key).and_then(Weak::upgrade) {
-            if link.endpoint != *endpoint {
-                tracing::warn!(
-                    port = %key, using = ?link.endpoint, asked = ?endpoint,
-                    "devices on one serial port disagree on line settings; the first device's settings are used"
-                );
-            }
-            return link;
-        }
-        let link = Arc::new(Link {
-            endpoint: endpoint.clone(),
-            ctx: SharedLink::new(None),
-            requests: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
-        });
-        pool.insert(key, Arc::downgrade(&link));
-        link
-    }
-
     /// Requests sent on this link so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -149,7 +167,7 @@ impl Link {
     async fn open_within(&self, deadline: Duration) -> DriverResult<Context> {
         match timeout(deadline, self.open()).await {
             Ok(Ok(ctx)) => Ok(ctx),
-            Ok(Err(e)) => Err(DriverError::Transport(io::Error::new(
+            Ok(Err(e)) => Err(DriverError::io(io::Error::new(
                 e.kind(),
                 format!("{}: {e}", self.endpoint),
             ))),
@@ -178,10 +196,8 @@ impl Link {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match timeout(deadline, ctx.call(req)).await {
             Err(_) => Err(DriverError::Timeout(deadline)),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(DriverError::Transport(e)),
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(DriverError::Transport(
-                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-            )),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(DriverError::io(e)),
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(DriverError::Protocol(e.to_string())),
             Ok(Ok(Err(exception))) => {
                 *guard = Some(ctx);
                 Err(exception_fault(exception))

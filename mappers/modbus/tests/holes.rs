@@ -12,8 +12,8 @@ mod common;
 use std::ops::Range;
 
 use common::*;
-use mapper_modbus::{ModbusAddress, ModbusDriver, Table};
-use mapper_sdk::{Driver, DriverError, DriverResult, PropertyType, Value};
+use mapper_modbus::{ModbusAddress, ModbusDevice, Table};
+use mapper_sdk::{DeviceClient, Driver, DriverError, DriverResult, PropertyType, Value};
 use modbus_sim::{DeviceConfig, Faults, SimConfig, Simulator};
 use serde_json::json;
 
@@ -28,9 +28,9 @@ async fn sim(unit: serde_json::Value) -> Simulator {
         .unwrap()
 }
 
-async fn connect(sim: &Simulator) -> ModbusDriver {
+async fn connect(sim: &Simulator) -> ModbusDevice {
     let port = sim.tcp_addr("dev").unwrap().port();
-    ModbusDriver::connect(&config(
+    common::driver().connect(&config(
         json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 300}),
     ))
     .await
@@ -55,7 +55,7 @@ fn holding(offset: u16) -> ModbusAddress {
 }
 
 /// Reads one tick; returns the results and the requests it cost.
-async fn tick(d: &ModbusDriver, props: &[ModbusAddress]) -> (Vec<DriverResult<Value>>, u64) {
+async fn tick(d: &ModbusDevice, props: &[ModbusAddress]) -> (Vec<DriverResult<Value>>, u64) {
     let before = d.requests();
     let refs: Vec<&ModbusAddress> = props.iter().collect();
     let r = d.read_batch(&refs).await;

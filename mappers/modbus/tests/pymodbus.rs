@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mapper_modbus::ModbusDriver;
-use mapper_sdk::Driver;
+use mapper_modbus::ModbusDevice;
+use mapper_sdk::{DeviceClient, Driver};
 use serde_json::json;
 
 struct Peer(Vec<Child>);
@@ -67,10 +67,10 @@ fn start_script(
     child
 }
 
-async fn connect_retrying(cfg: serde_json::Value) -> ModbusDriver {
+async fn connect_retrying(cfg: serde_json::Value) -> ModbusDevice {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match ModbusDriver::connect(&config(cfg.clone())).await {
+        match common::driver().connect(&config(cfg.clone())).await {
             Ok(d) => return d,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mapper_modbus::ModbusDriver;
-use mapper_sdk::{Driver, DriverError, PropertyType, Value};
+use mapper_modbus::ModbusDevice;
+use mapper_sdk::{DeviceClient, Driver, DriverError, PropertyType, Value};
 use modbus_sim::{DeviceConfig, Faults, Point, SimConfig, Simulator, Table};
 use serde_json::json;
 
@@ -37,13 +37,13 @@ async fn sim_with_map() -> Simulator {
         .unwrap()
 }
 
-async fn connect(sim: &Simulator, name: &str, extra: serde_json::Value) -> ModbusDriver {
+async fn connect(sim: &Simulator, name: &str, extra: serde_json::Value) -> ModbusDevice {
     let addr = sim.tcp_addr(name).unwrap();
     let mut cfg = json!({"ip": "127.0.0.1", "port": addr.port(), "slaveID": 1, "timeout": 300});
     cfg.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    ModbusDriver::connect(&config(cfg)).await.unwrap()
+    common::driver().connect(&config(cfg)).await.unwrap()
 }
 
 #[tokio::test]
@@ -150,12 +150,12 @@ async fn dead_unit_on_a_gateway_does_not_stall_the_others() {
     let port = sim.tcp_addr("a").unwrap().port();
     // A second simulator process-wide is not needed: unit 2 simply does not exist
     // behind this address (exception 0x0B) and unit 1 is made silent in turn.
-    let one = ModbusDriver::connect(&config(
+    let one = common::driver().connect(&config(
         json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 200}),
     ))
     .await
     .unwrap();
-    let two = ModbusDriver::connect(&config(
+    let two = common::driver().connect(&config(
         json!({"ip": "127.0.0.1", "port": port, "slaveID": 2, "timeout": 200}),
     ))
     .await
@@ -226,4 +226,31 @@ async fn latency_is_added() {
     let t0 = Instant::now();
     d.read(&reg).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(150));
+}
+
+/// The SDK's driver contract (mapper_sdk::testing::check_driver): hostile
+/// configuration is a Config error and never a panic, one result per address,
+/// a read dropped half-way leaves the link usable, writes and disconnect finish.
+#[tokio::test]
+async fn the_modbus_driver_keeps_the_driver_contract() {
+    use mapper_sdk::testing::{Conformance, check_driver};
+    let sim = sim_with_map().await;
+    let port = sim.tcp_addr("plc").unwrap().port();
+    let broken = check_driver(
+        std::sync::Arc::new(mapper_modbus::ModbusDriver::default()),
+        Conformance {
+            config: json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 300}),
+            readable: vec![
+                (json!({"register": "HoldingRegister", "offset": 0, "limit": 1}), Some(PropertyType::Int)),
+                (json!({"register": "CoilRegister", "offset": 0, "limit": 1}), Some(PropertyType::Boolean)),
+            ],
+            writable: Some((
+                json!({"register": "HoldingRegister", "offset": 50, "limit": 1}),
+                Some(PropertyType::Int),
+                Value::Int(7),
+            )),
+        },
+    )
+    .await;
+    assert!(broken.is_empty(), "{broken:#?}");
 }

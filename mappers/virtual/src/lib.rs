@@ -26,14 +26,14 @@
 //! it. Writing any other pattern is refused like a read-only register.
 //!
 //! ```no_run
-//! fn main() -> std::process::ExitCode { mapper_sdk::main::<mapper_virtual::VirtualDriver>("virtual") }
+//! fn main() -> std::process::ExitCode { mapper_sdk::main("virtual", mapper_virtual::VirtualDriver) }
 //! ```
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mapper_sdk::{DeviceFault, Driver, DriverError, DriverResult, Value};
+use mapper_sdk::{DeviceClient, DeviceFault, Driver, DriverError, DriverResult, Value};
 use serde::Deserialize;
 
 /// Protocol configData of a virtual device.
@@ -130,14 +130,19 @@ impl VirtualAddress {
     }
 }
 
+/// The simulated protocol: a factory of [`VirtualDevice`]s (nothing is shared
+/// between devices).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VirtualDriver;
+
 /// A connected simulated device.
 #[derive(Debug)]
-pub struct VirtualDriver {
+pub struct VirtualDevice {
     started: Instant,
     state: Mutex<HashMap<String, Value>>,
 }
 
-impl VirtualDriver {
+impl VirtualDevice {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -196,8 +201,9 @@ fn round3(x: f64) -> f64 {
 impl Driver for VirtualDriver {
     type Config = VirtualConfig;
     type Address = VirtualAddress;
+    type Client = VirtualDevice;
 
-    async fn connect(cfg: &VirtualConfig) -> DriverResult<Self> {
+    async fn connect(&self, cfg: &VirtualConfig) -> DriverResult<VirtualDevice> {
         if cfg.connect_delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(cfg.connect_delay_ms)).await;
         }
@@ -206,11 +212,15 @@ impl Driver for VirtualDriver {
                 "simulated device is configured offline",
             ));
         }
-        Ok(Self {
+        Ok(VirtualDevice {
             started: Instant::now(),
             state: Mutex::new(HashMap::new()),
         })
     }
+}
+
+impl DeviceClient for VirtualDevice {
+    type Address = VirtualAddress;
 
     async fn read(&self, at: &VirtualAddress) -> DriverResult<Value> {
         Ok(match self.sample(at)? {
@@ -241,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn patterns() {
-        let d = VirtualDriver::connect(&VirtualConfig::default())
+        let d = VirtualDriver.connect(&VirtualConfig::default())
             .await
             .unwrap();
         assert_eq!(
@@ -268,7 +278,7 @@ mod tests {
         assert!((10.0..=20.0).contains(&v));
     }
 
-    async fn futures_lite(d: &VirtualDriver, a: &VirtualAddress, n: usize) -> Vec<f64> {
+    async fn futures_lite(d: &VirtualDevice, a: &VirtualAddress, n: usize) -> Vec<f64> {
         let mut out = Vec::new();
         for _ in 0..n {
             out.push(d.read(a).await.unwrap().as_f64().unwrap());
@@ -278,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn setpoint_reads_back_writes_and_others_refuse() {
-        let d = VirtualDriver::connect(&VirtualConfig::default())
+        let d = VirtualDriver.connect(&VirtualConfig::default())
             .await
             .unwrap();
         let sp = addr(serde_json::json!({"pattern": "setpoint", "value": 20}));
@@ -304,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn offline_config_fails_connect_as_link_failure() {
-        let e = VirtualDriver::connect(&VirtualConfig {
+        let e = VirtualDriver.connect(&VirtualConfig {
             offline: true,
             ..Default::default()
         })

@@ -1,5 +1,5 @@
 //! `mapper-virtual`: the simulated-device mapper binary.
 
 fn main() -> std::process::ExitCode {
-    mapper_sdk::main::<mapper_virtual::VirtualDriver>("virtual")
+    mapper_sdk::main("virtual", mapper_virtual::VirtualDriver)
 }

@@ -5,9 +5,15 @@
 
 use std::path::PathBuf;
 
-use mapper_modbus::{ModbusAddress, ModbusConfig, ModbusDriver};
-use mapper_sdk::{Driver, PropertyType, Value};
+use mapper_modbus::{ModbusAddress, ModbusConfig, ModbusDevice, ModbusDriver};
+use mapper_sdk::{DeviceClient, Driver, PropertyType, Value};
 use serde_json::{Value as Json, json};
+
+/// The driver the tests open devices with (one pool, as in a mapper process).
+pub fn driver() -> &'static ModbusDriver {
+    static DRIVER: std::sync::LazyLock<ModbusDriver> = std::sync::LazyLock::new(ModbusDriver::default);
+    &DRIVER
+}
 
 /// (address, words) of the holding table.
 pub fn holding() -> Vec<(u16, Vec<u16>)> {
@@ -61,7 +67,7 @@ pub fn map_json() -> Json {
 
 pub fn address(v: Json, ty: Option<PropertyType>) -> ModbusAddress {
     let mut a: ModbusAddress = serde_json::from_value(v).unwrap();
-    <ModbusDriver as Driver>::prepare_address(&mut a, ty).unwrap();
+    driver().prepare_address(&mut a, ty).unwrap();
     a
 }
 
@@ -207,7 +213,7 @@ fn close(a: &Value, b: &Value) -> bool {
 /// Reads every visitor one by one and as one batch; both must match, and every
 /// value must print (as the twin shows it) exactly as the expected one does:
 /// no binary noise from scaling, no bytes after a string's NUL.
-pub async fn check_reads(d: &ModbusDriver) {
+pub async fn check_reads(d: &ModbusDevice) {
     let cases = reads();
     let addrs: Vec<ModbusAddress> = cases
         .iter()
@@ -231,7 +237,7 @@ pub async fn check_reads(d: &ModbusDriver) {
 }
 
 /// Writes and reads back every writable kind.
-pub async fn check_writes(d: &ModbusDriver) {
+pub async fn check_writes(d: &ModbusDevice) {
     use PropertyType::*;
     let cases = vec![
         (

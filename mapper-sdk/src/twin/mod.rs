@@ -1,4 +1,6 @@
-//! Upstream reports from device tasks to EdgeCore, coalesced per device.
+//! The twin engine: reports from device tasks to EdgeCore, coalesced per
+//! device. It deals in [`TwinUpdate`]s; [`crate::dmi`] turns them into DMI
+//! messages when they are sent.
 //!
 //! Device tasks never wait for EdgeCore: they hand their twins and state to the
 //! [`Reporter`], which keeps, per device, only the **latest** twin of each
@@ -22,33 +24,47 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use dmi_proto::v1beta1 as pb;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::device::ObjectId;
 use crate::metrics::Metrics;
+use crate::runtime::DesiredOutcome;
+use crate::spec::ObjectId;
+
+/// One property's twin as the mapper reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TwinUpdate {
+    /// Property name.
+    pub(crate) property: String,
+    /// Reported value, already inside EdgeCore's twin charset (empty when the
+    /// property has an error instead).
+    pub(crate) reported: String,
+    /// Model type text for `metadata.type` (`int`, `float`, `string`, ...).
+    pub(crate) type_text: &'static str,
+    /// When the value was read, ms since the epoch.
+    pub(crate) timestamp_ms: u64,
+    /// The desired value the mapper holds (charset-safe) and what became of it.
+    pub(crate) desired: Option<(String, DesiredOutcome)>,
+    /// Why the property has no value (bad visitor configuration).
+    pub(crate) error: Option<String>,
+}
 
 /// What was last delivered for one property: (reported value, observed desired
 /// value, observed desired status).
-type Delivered = (String, String, Option<String>);
+type Delivered = (String, String, Option<&'static str>);
 
-fn delivered_form(t: &pb::Twin) -> Delivered {
-    let od = t.observed_desired.as_ref();
+fn delivered_form(t: &TwinUpdate) -> Delivered {
     (
-        t.reported
-            .as_ref()
-            .map(|r| r.value.clone())
-            .unwrap_or_default(),
-        od.map(|d| d.value.clone()).unwrap_or_default(),
-        od.and_then(|d| d.metadata.get("status").cloned()),
+        t.reported.clone(),
+        t.desired.as_ref().map(|d| d.0.clone()).unwrap_or_default(),
+        t.desired.as_ref().map(|d| d.1.status()),
     )
 }
 
 #[derive(Debug, Default)]
 struct Slot {
     /// Latest undelivered twin per property.
-    twins: BTreeMap<String, pb::Twin>,
+    twins: BTreeMap<String, TwinUpdate>,
     /// `reportedDevice.reportToCloud` / `reportCycle` (ms) of the latest twins.
     status: (bool, i64),
     /// Latest undelivered state.
@@ -91,10 +107,12 @@ impl Inner {
 pub(crate) struct Batch {
     /// The device.
     pub(crate) id: ObjectId,
-    /// All its pending twins in one request, if any.
-    pub(crate) status: Option<pb::ReportDeviceStatusRequest>,
+    /// All its pending twins (sent in one request), possibly none.
+    pub(crate) twins: Vec<TwinUpdate>,
+    /// `reportToCloud` / `reportCycle` (ms) for the request.
+    pub(crate) status: (bool, i64),
     /// Its new state, if any.
-    pub(crate) state: Option<pb::ReportDeviceStatesRequest>,
+    pub(crate) state: Option<String>,
 }
 
 /// What became of one part of a [`Batch`].
@@ -146,7 +164,7 @@ impl Reporter {
 
     /// Hands over twins of device `id`; each replaces the undelivered twin of its
     /// property. `status` is `(reportToCloud, reportCycle ms)` for the request.
-    pub(crate) fn twins(&self, id: &ObjectId, status: (bool, i64), twins: Vec<pb::Twin>) {
+    pub(crate) fn twins(&self, id: &ObjectId, status: (bool, i64), twins: Vec<TwinUpdate>) {
         if twins.is_empty() {
             return;
         }
@@ -154,7 +172,7 @@ impl Reporter {
         let slot = inner.devices.entry(id.clone()).or_default();
         let mut replaced = 0u64;
         for t in twins {
-            if slot.twins.insert(t.property_name.clone(), t).is_some() {
+            if slot.twins.insert(t.property.clone(), t).is_some() {
                 replaced += 1;
             }
         }
@@ -210,12 +228,12 @@ impl Reporter {
                 continue;
             };
             slot.queued = false;
-            let mut twins: Vec<pb::Twin> = std::mem::take(&mut slot.twins).into_values().collect();
+            let mut twins: Vec<TwinUpdate> = std::mem::take(&mut slot.twins).into_values().collect();
             let mut state = slot.state.take();
             if skip_heartbeats {
                 let before = twins.len();
                 twins.retain(|t| {
-                    slot.delivered_twins.get(&t.property_name) != Some(&delivered_form(t))
+                    slot.delivered_twins.get(&t.property) != Some(&delivered_form(t))
                 });
                 let skipped = (before - twins.len()) as u64;
                 if state.is_some() && state == slot.delivered_state {
@@ -227,21 +245,12 @@ impl Reporter {
                 continue;
             }
             slot.in_flight = true;
-            let status = (!twins.is_empty()).then(|| pb::ReportDeviceStatusRequest {
-                device_name: id.name.clone(),
-                device_namespace: id.namespace.clone(),
-                reported_device: Some(pb::DeviceStatus {
-                    twins,
-                    report_to_cloud: slot.status.0,
-                    report_cycle: slot.status.1,
-                }),
-            });
-            let state = state.map(|state| pb::ReportDeviceStatesRequest {
-                device_name: id.name.clone(),
-                device_namespace: id.namespace.clone(),
+            return Some(Batch {
+                id,
+                twins,
+                status: slot.status,
                 state,
             });
-            return Some(Batch { id, status, state });
         }
         None
     }
@@ -256,29 +265,29 @@ impl Reporter {
         };
         slot.in_flight = false;
         let mut dropped = 0u64;
-        if let Some(req) = batch.status {
-            let twins = req.reported_device.map(|d| d.twins).unwrap_or_default();
+        if !batch.twins.is_empty() {
+            let twins = batch.twins;
             match status {
                 Delivery::Delivered => {
                     for t in &twins {
                         slot.delivered_twins
-                            .insert(t.property_name.clone(), delivered_form(t));
+                            .insert(t.property.clone(), delivered_form(t));
                     }
                 }
                 Delivery::Retry => {
                     for t in twins {
-                        slot.twins.entry(t.property_name.clone()).or_insert(t);
+                        slot.twins.entry(t.property.clone()).or_insert(t);
                     }
                 }
                 Delivery::Refused | Delivery::None => dropped += 1,
             }
         }
-        if let Some(req) = batch.state {
+        if let Some(st) = batch.state {
             match state {
-                Delivery::Delivered => slot.delivered_state = Some(req.state),
+                Delivery::Delivered => slot.delivered_state = Some(st),
                 Delivery::Retry => {
                     if slot.state.is_none() {
-                        slot.state = Some(req.state);
+                        slot.state = Some(st);
                     }
                 }
                 Delivery::Refused | Delivery::None => dropped += 1,
@@ -451,27 +460,21 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    fn twin(p: &str, v: &str) -> pb::Twin {
-        pb::Twin {
-            property_name: p.into(),
-            reported: Some(pb::TwinProperty {
-                value: v.into(),
-                metadata: Default::default(),
-            }),
-            observed_desired: Some(pb::TwinProperty::default()),
+    fn twin(p: &str, v: &str) -> TwinUpdate {
+        TwinUpdate {
+            property: p.into(),
+            reported: v.into(),
+            type_text: "int",
+            timestamp_ms: 1,
+            desired: None,
+            error: None,
         }
     }
 
     fn values(b: &Batch) -> Vec<(String, String)> {
-        b.status
+        b.twins
             .iter()
-            .flat_map(|s| s.reported_device.iter().flat_map(|d| &d.twins))
-            .map(|t| {
-                (
-                    t.property_name.clone(),
-                    t.reported.clone().unwrap_or_default().value,
-                )
-            })
+            .map(|t| (t.property.clone(), t.reported.clone()))
             .collect()
     }
 
@@ -492,7 +495,7 @@ mod tests {
             values(&a),
             [("p".into(), "1".into()), ("t".into(), "2".into())]
         );
-        assert_eq!(a.state.as_ref().map(|s| s.state.as_str()), Some("online"));
+        assert_eq!(a.state.as_deref(), Some("online"));
         // While a's batch is out, a new value waits; b is next (round robin).
         r.twins(&id("a"), (false, 0), vec![twin("t", "3")]);
         let b = r.next(false).await;

@@ -1,153 +1,21 @@
-//! The SDK's typed view of devices and models, converted once from DMI messages.
-//! Drivers see only [`Value`](crate::Value)s and their own typed config; these
-//! types are for the runtime.
+//! DMI messages ⇄ the SDK's types: devices and models in, twins and states out.
+//! The only place in the SDK that builds or reads DMI messages, besides the
+//! client and server that carry them.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 use dmi_proto::config_data::from_any_map;
 use dmi_proto::v1beta1 as pb;
-use serde_json::{Map, Value as Json};
+use serde_json::Map;
 
 use crate::error::SpecError;
+use crate::runtime::{DesiredOutcome, DeviceSnapshot};
+use crate::twin::{Batch, TwinUpdate};
+use crate::value::sanitize_twin_value;
+use crate::spec::{
+    DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE, bound, cycle,
+};
 use crate::value::{AccessMode, PropertyType};
-
-/// Cycle used when a device leaves `collectCycle` or `reportCycle` at 0.
-pub const DEFAULT_CYCLE: Duration = Duration::from_secs(1);
-/// Cycles at or above this are almost certainly nanosecond-era settings
-/// (mapper-framework v1.15–v1.17 read cycles as nanoseconds).
-pub const SUSPICIOUS_CYCLE: Duration = Duration::from_secs(86_400);
-
-/// `namespace/name` of a device or model.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId {
-    /// Namespace (`default` when EdgeCore sent none).
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectId {
-    /// Builds an id, mapping an empty namespace to `default`.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        Self {
-            namespace: if namespace.is_empty() {
-                "default".to_owned()
-            } else {
-                namespace.to_owned()
-            },
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// A model property.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelProperty {
-    /// Name.
-    pub name: String,
-    /// Type; `None` when the model gave an unknown type (the property is then
-    /// reported as text).
-    pub ty: Option<PropertyType>,
-    /// Type text as given.
-    pub type_text: String,
-    /// Access mode.
-    pub access_mode: AccessMode,
-    /// Lower bound for numeric types.
-    pub minimum: Option<f64>,
-    /// Upper bound for numeric types.
-    pub maximum: Option<f64>,
-    /// Unit.
-    pub unit: String,
-}
-
-/// A device model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceModel {
-    /// `namespace/name`.
-    pub id: ObjectId,
-    /// Properties by name.
-    pub properties: BTreeMap<String, ModelProperty>,
-}
-
-/// A device property with its visitor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PropertySpec {
-    /// Name.
-    pub name: String,
-    /// Desired value text; `None` when unset or empty.
-    pub desired: Option<String>,
-    /// Visitor configData, decoded to JSON (the driver's `Address`).
-    pub visitor: Map<String, Json>,
-    /// Read cycle.
-    pub collect_cycle: Duration,
-    /// Push cycle.
-    pub report_cycle: Duration,
-    /// Whether the value is reported as a twin.
-    pub report_to_cloud: bool,
-}
-
-/// A device as the runtime runs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceSpec {
-    /// `namespace/name`.
-    pub id: ObjectId,
-    /// Model id (same namespace).
-    pub model: ObjectId,
-    /// `spec.protocol.protocolName`.
-    pub protocol_name: String,
-    /// Protocol configData, decoded to JSON (the driver's `Config`).
-    pub protocol_config: Map<String, Json>,
-    /// Properties, in the order given.
-    pub properties: Vec<PropertySpec>,
-    /// State reporting: `Some(cycle)` when `status.reportToCloud` is set.
-    pub state_report: Option<Duration>,
-}
-
-impl DeviceSpec {
-    /// The spec with every desired value cleared: two specs that are equal this way
-    /// differ only in desired values, which are applied without a reconnect.
-    pub fn without_desired(&self) -> DeviceSpec {
-        let mut s = self.clone();
-        for p in &mut s.properties {
-            p.desired = None;
-        }
-        s
-    }
-}
-
-fn cycle(ms: i64) -> Duration {
-    if ms <= 0 {
-        DEFAULT_CYCLE
-    } else {
-        Duration::from_millis(ms as u64)
-    }
-}
-
-fn bound(
-    model: &ObjectId,
-    property: &str,
-    field: &'static str,
-    text: &str,
-) -> Result<Option<f64>, SpecError> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Ok(None);
-    }
-    t.parse::<f64>().map(Some).map_err(|_| SpecError::BadBound {
-        model: model.to_string(),
-        property: property.to_owned(),
-        field,
-        value: text.to_owned(),
-    })
-}
 
 /// Converts a DMI `DeviceModel`.
 pub(crate) fn model_from_proto(m: &pb::DeviceModel) -> Result<DeviceModel, SpecError> {
@@ -250,9 +118,107 @@ pub(crate) fn device_from_proto(d: &pb::Device) -> Result<DeviceSpec, SpecError>
     })
 }
 
+/// A twin as stock EdgeCore needs it: both halves always set (spec §2.4), the
+/// values inside its charset, `metadata.timestamp` (ms) and `metadata.type`;
+/// this project's mappers add `observedDesired.metadata.status` (`applied`,
+/// `rejected`, `pending`) and `reason`, and `reported.metadata.error` for a
+/// property that cannot be read at all.
+pub(crate) fn twin_to_proto(t: &TwinUpdate) -> pb::Twin {
+    let ts = t.timestamp_ms.to_string();
+    let meta = |extra: &[(&str, &str)]| {
+        let mut m: BTreeMap<String, String> = BTreeMap::new();
+        m.insert("timestamp".to_owned(), ts.clone());
+        if t.error.is_none() {
+            m.insert("type".to_owned(), t.type_text.to_owned());
+        }
+        for (k, v) in extra {
+            m.insert((*k).to_owned(), (*v).to_owned());
+        }
+        m
+    };
+    let (desired_text, desired_meta) = match &t.desired {
+        Some((text, outcome)) => {
+            let mut extra = vec![("status", outcome.status())];
+            if let DesiredOutcome::Rejected(reason) = outcome {
+                extra.push(("reason", reason.as_str()));
+            }
+            (text.clone(), meta(&extra))
+        }
+        None if t.error.is_some() => (String::new(), BTreeMap::new()),
+        None => (String::new(), meta(&[])),
+    };
+    let reported_meta = match &t.error {
+        Some(e) => meta(&[("error", e.as_str())]),
+        None => meta(&[]),
+    };
+    pb::Twin {
+        property_name: t.property.clone(),
+        observed_desired: Some(pb::TwinProperty {
+            value: desired_text,
+            metadata: desired_meta,
+        }),
+        reported: Some(pb::TwinProperty {
+            value: t.reported.clone(),
+            metadata: reported_meta,
+        }),
+    }
+}
+
+/// The `ReportDeviceStatus` of a batch (all its twins), if it has twins.
+pub(crate) fn status_request(b: &Batch) -> Option<pb::ReportDeviceStatusRequest> {
+    (!b.twins.is_empty()).then(|| pb::ReportDeviceStatusRequest {
+        device_name: b.id.name.clone(),
+        device_namespace: b.id.namespace.clone(),
+        reported_device: Some(pb::DeviceStatus {
+            twins: b.twins.iter().map(twin_to_proto).collect(),
+            report_to_cloud: b.status.0,
+            report_cycle: b.status.1,
+        }),
+    })
+}
+
+/// The `ReportDeviceStates` of a batch, if it carries a state.
+pub(crate) fn state_request(b: &Batch) -> Option<pb::ReportDeviceStatesRequest> {
+    b.state.as_ref().map(|state| pb::ReportDeviceStatesRequest {
+        device_name: b.id.name.clone(),
+        device_namespace: b.id.namespace.clone(),
+        state: state.clone(),
+    })
+}
+
+/// The device as EdgeCore sent it, with `status.twins` filled from the latest
+/// readings (GetDevice).
+pub(crate) fn device_with_twins(sent: &pb::Device, snap: &DeviceSnapshot) -> pb::Device {
+    let mut d = sent.clone();
+    let status = d.status.get_or_insert_with(Default::default);
+    status.twins = snap
+        .properties
+        .iter()
+        .map(|p| pb::Twin {
+            property_name: p.name.clone(),
+            reported: Some(pb::TwinProperty {
+                value: p
+                    .reported
+                    .as_ref()
+                    .map(|v| sanitize_twin_value(&v.to_string()).0)
+                    .unwrap_or_default(),
+                metadata: Default::default(),
+            }),
+            observed_desired: Some(pb::TwinProperty {
+                value: p.desired.as_ref().map(|d| d.0.clone()).unwrap_or_default(),
+                metadata: Default::default(),
+            }),
+        })
+        .collect();
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::DEFAULT_CYCLE;
+    use serde_json::Value as Json;
+    use std::time::Duration;
     use dmi_proto::config_data::{NumberEncoding, to_any_map};
     use serde_json::json;
 

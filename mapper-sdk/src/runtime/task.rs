@@ -1,11 +1,11 @@
 //! The task that runs one device: connect with backoff, collect on each
 //! property's cycle, report twins and state, apply desired values.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dmi_proto::v1beta1 as pb;
+use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -13,17 +13,18 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::snapshot::{DesiredOutcome, DeviceSnapshot, PropertySnapshot};
 use crate::config::RuntimeConfig;
-use crate::device::{DeviceModel, DeviceSpec, ModelProperty};
-use crate::driver::{DeviceState, Driver};
+use crate::driver::{DeviceState, DynClient, DynDriver, ErasedAddress, PushStream, Pushed};
 use crate::error::DriverError;
 use crate::link::{Standing, with_deadline};
 use crate::metrics::{DeviceLabel, Metrics, OutcomeLabel};
-use crate::report::Reporter;
+use crate::sample::{Quality, Sample};
+use crate::spec::{DeviceModel, DeviceSpec, ModelProperty};
+use crate::twin::{Reporter, TwinUpdate};
 use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
 
-/// Everything a device task needs besides its driver type.
-#[derive(Debug)]
+/// Everything a device task needs.
 pub(crate) struct DeviceCtx {
+    pub(crate) driver: Arc<dyn DynDriver>,
     pub(crate) spec: Arc<DeviceSpec>,
     pub(crate) model: Arc<DeviceModel>,
     pub(crate) runtime: RuntimeConfig,
@@ -37,20 +38,22 @@ pub(crate) struct DeviceCtx {
     pub(crate) seq: u64,
 }
 
-struct Prop<A> {
+struct Prop {
     name: String,
     /// Index of this property in the snapshot.
     slot: usize,
     model: Option<ModelProperty>,
-    addr: A,
+    addr: ErasedAddress,
     cycle: Duration,
     report: bool,
     next_due: Instant,
+    /// Delivered by the driver's subscription on this connection (not polled).
+    pushed: bool,
     desired: Option<String>,
     outcome: DesiredOutcome,
 }
 
-impl<A> Prop<A> {
+impl Prop {
     fn ty(&self) -> Option<PropertyType> {
         self.model.as_ref().and_then(|m| m.ty)
     }
@@ -61,10 +64,10 @@ enum Exit {
     LinkFailed(String),
 }
 
-fn now_ms() -> String {
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis().to_string())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
 }
 
@@ -73,9 +76,9 @@ fn lock(s: &Mutex<DeviceSnapshot>) -> std::sync::MutexGuard<'_, DeviceSnapshot> 
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct DeviceTask<D: Driver> {
+struct DeviceTask {
     ctx: DeviceCtx,
-    props: Vec<Prop<D::Address>>,
+    props: Vec<Prop>,
     state: DeviceState,
     state_next: Option<Instant>,
     /// The device answered a read or write since the connection was opened.
@@ -93,13 +96,13 @@ struct DeviceTask<D: Driver> {
 
 /// Runs one device until `shutdown`. Never returns an error: every failure is
 /// logged, visible in the snapshot and retried where retrying can help.
-pub(crate) async fn run_device<D: Driver>(
+pub(crate) async fn run_device(
     ctx: DeviceCtx,
     mut desired_rx: watch::Receiver<Arc<DeviceSpec>>,
     shutdown: CancellationToken,
 ) {
     let id = ctx.spec.id.clone();
-    let cfg: D::Config = match crate::typed::from_config(&ctx.spec.protocol_config) {
+    let cfg = match ctx.driver.config(&ctx.spec.protocol_config) {
         Ok(c) => {
             for key in &c.ignored {
                 tracing::warn!(device = %id, key = %key, "unknown protocol configData key ignored");
@@ -109,7 +112,7 @@ pub(crate) async fn run_device<D: Driver>(
         Err(e) => {
             let msg = format!("bad protocol configData: {e}");
             tracing::error!(device = %id, "{msg}");
-            let mut task = DeviceTask::<D> {
+            let mut task = DeviceTask {
                 props: Vec::new(),
                 state: DeviceState::Unknown,
                 state_next: None,
@@ -125,13 +128,13 @@ pub(crate) async fn run_device<D: Driver>(
             return;
         }
     };
-    let mut task = DeviceTask::<D>::new(ctx);
+    let mut task = DeviceTask::new(ctx);
     let mut backoff = Backoff::new(task.ctx.runtime.backoff_min, task.ctx.runtime.backoff_max);
     loop {
         let io_timeout = task.ctx.runtime.io_timeout;
         let driver = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = with_deadline(task.standing(), io_timeout, D::connect(&cfg)) => r,
+            r = with_deadline(task.standing(), io_timeout, task.ctx.driver.connect(&cfg)) => r,
         };
         let err = match driver {
             Some(Ok(driver)) => {
@@ -143,9 +146,12 @@ pub(crate) async fn run_device<D: Driver>(
                 // desired values again on every (re)connect.
                 task.reapply_desired();
                 let exit = task
-                    .run_connected(&driver, &mut desired_rx, &shutdown)
+                    .run_connected(driver.as_ref(), &mut desired_rx, &shutdown)
                     .await;
                 task.responsive = false;
+                for p in &mut task.props {
+                    p.pushed = false;
+                }
                 driver.disconnect().await;
                 match exit {
                     Exit::Shutdown => return,
@@ -191,7 +197,7 @@ pub(crate) async fn run_device<D: Driver>(
     }
 }
 
-impl<D: Driver> DeviceTask<D> {
+impl DeviceTask {
     fn new(ctx: DeviceCtx) -> Self {
         let now = Instant::now();
         let mut props = Vec::new();
@@ -216,14 +222,12 @@ impl<D: Driver> DeviceTask<D> {
                 continue;
             }
             let ty = model.as_ref().and_then(|m| m.ty);
-            let parsed = crate::typed::from_config::<D::Address>(&p.visitor).and_then(|t| {
+            let parsed = ctx.driver.address(&p.visitor, ty).map(|t| {
                 for key in &t.ignored {
                     tracing::warn!(device = %ctx.spec.id, property = %p.name, key = %key,
                         "unknown visitor configData key ignored");
                 }
-                let mut addr = t.value;
-                D::prepare_address(&mut addr, ty).map_err(|e| e.to_string())?;
-                Ok(addr)
+                t.value
             });
             match parsed {
                 Ok(addr) => props.push(Prop {
@@ -234,11 +238,15 @@ impl<D: Driver> DeviceTask<D> {
                     cycle: p.collect_cycle,
                     report: p.report_to_cloud,
                     next_due: now,
+                    pushed: false,
                     desired: p.desired.clone(),
                     outcome: DesiredOutcome::Pending,
                 }),
                 Err(e) => {
-                    let msg = format!("bad visitor configData: {e}");
+                    let msg = match e {
+                        DriverError::Config(e) => format!("bad visitor configData: {e}"),
+                        e => format!("bad visitor configData: {e}"),
+                    };
                     tracing::error!(device = %ctx.spec.id, property = %p.name, "{msg}; property skipped");
                     lock(&ctx.snapshot).properties[slot].error = Some(msg.clone());
                     config_errors.push((p.name.clone(), msg));
@@ -344,29 +352,53 @@ impl<D: Driver> DeviceTask<D> {
 
     async fn run_connected(
         &mut self,
-        driver: &D,
+        client: &dyn DynClient,
         desired_rx: &mut watch::Receiver<Arc<DeviceSpec>>,
         shutdown: &CancellationToken,
     ) -> Exit {
         let applied = tokio::select! {
             _ = shutdown.cancelled() => return Exit::Shutdown,
-            r = self.apply_desired(driver) => r,
+            r = self.apply_desired(client) => r,
         };
         if let Err(e) = applied {
             return Exit::LinkFailed(e);
         }
+        let subscribed = tokio::select! {
+            _ = shutdown.cancelled() => return Exit::Shutdown,
+            r = self.subscribe(client) => r,
+        };
+        let mut push = match subscribed {
+            Ok(p) => p,
+            Err(e) => return Exit::LinkFailed(e),
+        };
         loop {
-            let next_collect = self.props.iter().map(|p| p.next_due).min();
+            let next_collect = self
+                .props
+                .iter()
+                .filter(|p| !p.pushed)
+                .map(|p| p.next_due)
+                .min();
             let far = Instant::now() + Duration::from_secs(3600);
+            let pushed = async {
+                match push.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Exit::Shutdown,
+                item = pushed => {
+                    if let Err(e) = self.pushed(item) {
+                        return Exit::LinkFailed(e);
+                    }
+                }
                 changed = desired_rx.changed() => {
                     if changed.is_err() { return Exit::Shutdown; }
                     let spec = desired_rx.borrow_and_update().clone();
                     self.take_desired(&spec);
                     let applied = tokio::select! {
                         _ = shutdown.cancelled() => return Exit::Shutdown,
-                        r = self.apply_desired(driver) => r,
+                        r = self.apply_desired(client) => r,
                     };
                     if let Err(e) = applied {
                         return Exit::LinkFailed(e);
@@ -375,7 +407,7 @@ impl<D: Driver> DeviceTask<D> {
                 _ = sleep_until(next_collect.unwrap_or(far)), if next_collect.is_some() => {
                     let collected = tokio::select! {
                         _ = shutdown.cancelled() => return Exit::Shutdown,
-                        r = self.collect(driver) => r,
+                        r = self.collect(client) => r,
                     };
                     if let Err(e) = collected {
                         return Exit::LinkFailed(e);
@@ -385,7 +417,7 @@ impl<D: Driver> DeviceTask<D> {
                     let io_timeout = self.ctx.runtime.io_timeout;
                     let s = tokio::select! {
                         _ = shutdown.cancelled() => return Exit::Shutdown,
-                        s = with_deadline(self.standing(), io_timeout, driver.state()) => s,
+                        s = with_deadline(self.standing(), io_timeout, client.state()) => s,
                     };
                     // Until the device answers, its state is what the reads said.
                     if let Some(s) = s.filter(|s| *s != DeviceState::Online && self.responsive) {
@@ -402,7 +434,7 @@ impl<D: Driver> DeviceTask<D> {
     }
 
     /// Validates and writes every pending desired value. Returns a link failure.
-    async fn apply_desired(&mut self, driver: &D) -> Result<(), String> {
+    async fn apply_desired(&mut self, client: &dyn DynClient) -> Result<(), String> {
         let io_timeout = self.ctx.runtime.io_timeout;
         for i in 0..self.props.len() {
             let p = &self.props[i];
@@ -412,7 +444,7 @@ impl<D: Driver> DeviceTask<D> {
             let outcome = match validate_desired(p.model.as_ref(), &desired) {
                 Err(reason) => DesiredOutcome::Rejected(reason),
                 Ok(value) => {
-                    match with_deadline(self.standing(), io_timeout, driver.write(&p.addr, &value))
+                    match with_deadline(self.standing(), io_timeout, client.write(&p.addr, &value))
                         .await
                     {
                         Some(Ok(())) => {
@@ -461,23 +493,24 @@ impl<D: Driver> DeviceTask<D> {
         Ok(())
     }
 
-    /// Reads every due property in one batch and reports their twins.
-    async fn collect(&mut self, driver: &D) -> Result<(), String> {
+    /// Reads every due polled property in one batch and hands the samples to
+    /// the consumers. Returns a link failure.
+    async fn collect(&mut self, client: &dyn DynClient) -> Result<(), String> {
         let now = Instant::now();
         let due: Vec<usize> = (0..self.props.len())
-            .filter(|&i| self.props[i].next_due <= now)
+            .filter(|&i| !self.props[i].pushed && self.props[i].next_due <= now)
             .collect();
         if due.is_empty() {
             return Ok(());
         }
-        let addrs: Vec<&D::Address> = due.iter().map(|&i| &self.props[i].addr).collect();
+        let addrs: Vec<&ErasedAddress> = due.iter().map(|&i| &self.props[i].addr).collect();
         let deadline = self
             .ctx
             .runtime
             .io_timeout
             .saturating_mul(due.len().min(8) as u32);
-        let requests_before = driver.io_requests();
-        let results = match with_deadline(self.standing(), deadline, driver.read_batch(&addrs))
+        let requests_before = client.io_requests();
+        let results = match with_deadline(self.standing(), deadline, client.read_batch(&addrs))
             .await
         {
             Some(r) if r.len() == due.len() => r,
@@ -492,91 +525,182 @@ impl<D: Driver> DeviceTask<D> {
         m.last_tick_properties
             .get_or_create(&self.ctx.label)
             .set(due.len() as i64);
-        if let (Some(before), Some(after)) = (requests_before, driver.io_requests()) {
+        if let (Some(before), Some(after)) = (requests_before, client.io_requests()) {
             let n = after.saturating_sub(before);
             m.driver_requests.get_or_create(&self.ctx.label).inc_by(n);
             m.last_tick_requests
                 .get_or_create(&self.ctx.label)
                 .set(n as i64);
         }
-        let ts = now_ms();
-        let read_at = SystemTime::now();
-        let mut twins = Vec::new();
-        let mut link_error = None;
-        let mut ok = 0usize;
-        let mut faults = 0usize;
+        let mut tick = Tick::default();
+        for (&i, result) in due.iter().zip(results) {
+            let p = &mut self.props[i];
+            p.next_due = advance(p.next_due, p.cycle, now);
+            self.take_result(i, result, None, &mut tick);
+        }
+        self.finish_tick(tick)
+    }
+
+    /// One property's read result → a sample → the consumers.
+    fn take_result(
+        &mut self,
+        i: usize,
+        result: Result<Value, DriverError>,
+        source_time: Option<SystemTime>,
+        tick: &mut Tick,
+    ) {
+        let p = &self.props[i];
+        let sample = match result {
+            Ok(v) => match p.ty() {
+                Some(ty) => match ty.coerce(v.clone()) {
+                    Some(v) => Sample::good(v, source_time),
+                    None => {
+                        tick.faults += 1;
+                        Sample::bad(format!("read {v:?}, which is not a valid {}", ty.as_str()))
+                    }
+                },
+                None => Sample::good(v, source_time),
+            },
+            Err(e) => {
+                if e.is_link_failure() {
+                    if tick.link_error.is_none() {
+                        tick.link_error = Some(format!("reading {}: {e}", p.name));
+                    }
+                } else {
+                    // A fault the device reported is an answer too.
+                    tick.faults += 1;
+                }
+                Sample::bad(e.to_string())
+            }
+        };
+        if sample.quality == Quality::Good {
+            tick.ok += 1;
+        }
+        tick.read += 1;
+        self.consume(i, &sample, tick);
+    }
+
+    /// Feeds one sample to the consumers: the snapshot and, for properties
+    /// reported to the cloud, the twin engine.
+    fn consume(&self, i: usize, sample: &Sample, tick: &mut Tick) {
+        let p = &self.props[i];
         {
             let mut snap = lock(&self.ctx.snapshot);
-            for (&i, result) in due.iter().zip(results) {
-                let p = &mut self.props[i];
-                p.next_due = advance(p.next_due, p.cycle, now);
-                let entry = &mut snap.properties[p.slot];
-                let value = result
-                    .map_err(|e| (e.is_link_failure(), e.to_string()))
-                    .and_then(|v| match p.ty() {
-                        Some(ty) => ty.coerce(v.clone()).ok_or_else(|| {
-                            (
-                                false,
-                                format!("read {v:?}, which is not a valid {}", ty.as_str()),
-                            )
-                        }),
-                        None => Ok(v),
-                    });
-                match value {
-                    Ok(v) => {
-                        ok += 1;
-                        if p.report {
-                            let (text, changed) = sanitize_twin_value(&v.to_string());
-                            if changed {
-                                tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
-                            }
-                            twins.push(twin(p, text, &ts));
-                        }
-                        entry.reported = Some(v);
-                        entry.reported_at = Some(read_at);
-                        entry.error = None;
-                    }
-                    Err((link, e)) => {
-                        tracing::warn!(device = %self.ctx.spec.id, property = %p.name, error = %e, "read failed");
-                        entry.error = Some(e.clone());
-                        // A fault the device reported is an answer too.
-                        faults += usize::from(!link);
-                        if link && link_error.is_none() {
-                            link_error = Some(format!("reading {}: {e}", p.name));
-                        }
-                    }
+            let entry = &mut snap.properties[p.slot];
+            match (&sample.quality, &sample.value) {
+                (Quality::Good, Some(v)) => {
+                    entry.reported = Some(v.clone());
+                    entry.reported_at = Some(sample.received_time);
+                    entry.error = None;
                 }
+                (Quality::Bad(e), _) => entry.error = Some(e.clone()),
+                (Quality::Good, None) => {}
             }
         }
-        m.reads.get_or_create(&self.ctx.label).inc_by(ok as u64);
+        match (&sample.quality, &sample.value) {
+            (Quality::Good, Some(v)) => {
+                if p.report {
+                    let (text, changed) = sanitize_twin_value(&v.to_string());
+                    if changed {
+                        tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
+                    }
+                    tick.twins.push(twin(p, text, sample.timestamp_ms()));
+                }
+            }
+            (Quality::Bad(e), _) => {
+                tracing::warn!(device = %self.ctx.spec.id, property = %p.name, error = %e, "read failed");
+            }
+            (Quality::Good, None) => {}
+        }
+    }
+
+    /// Hands a tick's twins to the twin engine, counts, and sets the state.
+    fn finish_tick(&mut self, tick: Tick) -> Result<(), String> {
+        let m = &self.ctx.metrics;
+        m.reads.get_or_create(&self.ctx.label).inc_by(tick.ok as u64);
         m.read_errors
             .get_or_create(&self.ctx.label)
-            .inc_by((due.len() - ok) as u64);
-        self.ctx.reporter.twins(
-            &self.ctx.spec.id,
-            (
-                self.ctx.spec.state_report.is_some(),
-                self.ctx
-                    .spec
-                    .state_report
-                    .map(|c| c.as_millis() as i64)
-                    .unwrap_or_default(),
-            ),
-            twins,
-        );
-        if ok + faults > 0 {
+            .inc_by((tick.read - tick.ok) as u64);
+        self.ctx
+            .reporter
+            .twins(&self.ctx.spec.id, self.status_fields(), tick.twins);
+        if tick.ok + tick.faults > 0 {
             self.mark_answered();
         }
-        if let Some(e) = link_error {
+        if let Some(e) = tick.link_error {
             return Err(e);
         }
-        self.set_state(if ok == 0 {
+        self.set_state(if tick.ok == 0 {
             DeviceState::Unhealthy
         } else {
             DeviceState::Online
         });
         Ok(())
     }
+
+    /// `(reportToCloud, reportCycle ms)` of this device's status reports.
+    fn status_fields(&self) -> (bool, i64) {
+        (
+            self.ctx.spec.state_report.is_some(),
+            self.ctx
+                .spec
+                .state_report
+                .map(|c| c.as_millis() as i64)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Asks the driver for push-mode collection; properties it covers are no
+    /// longer polled on this connection.
+    async fn subscribe(&mut self, client: &dyn DynClient) -> Result<Option<PushStream>, String> {
+        if self.props.is_empty() {
+            return Ok(None);
+        }
+        let io_timeout = self.ctx.runtime.io_timeout;
+        let addrs: Vec<&ErasedAddress> = self.props.iter().map(|p| &p.addr).collect();
+        let sub = match with_deadline(self.standing(), io_timeout, client.subscribe(&addrs)).await {
+            None => return Err(format!("subscribing timed out after {io_timeout:?}")),
+            Some(Err(e)) if e.is_link_failure() => return Err(format!("subscribing: {e}")),
+            Some(Err(e)) => {
+                tracing::warn!(device = %self.ctx.spec.id, error = %e, "subscription refused; polling every property");
+                return Ok(None);
+            }
+            Some(Ok(None)) => return Ok(None),
+            Some(Ok(Some(sub))) => sub,
+        };
+        let mut n = 0;
+        for (p, covered) in self.props.iter_mut().zip(&sub.covered) {
+            p.pushed = *covered;
+            n += usize::from(*covered);
+        }
+        tracing::info!(device = %self.ctx.spec.id, properties = n, "push-mode collection");
+        Ok(Some(sub.stream))
+    }
+
+    /// One value the device pushed. Returns a link failure.
+    fn pushed(&mut self, item: Option<Pushed>) -> Result<(), String> {
+        let Some(item) = item else {
+            return Err("the device's subscription ended".into());
+        };
+        if item.index >= self.props.len() {
+            tracing::error!(device = %self.ctx.spec.id, index = item.index, "driver pushed a value for an unknown property");
+            return Ok(());
+        }
+        let mut tick = Tick::default();
+        self.take_result(item.index, item.value, item.source_time, &mut tick);
+        self.finish_tick(tick)
+    }
+}
+
+/// What one collect tick (or one pushed value) produced.
+#[derive(Default)]
+struct Tick {
+    read: usize,
+    ok: usize,
+    /// Answers that carried a fault of the device.
+    faults: usize,
+    link_error: Option<String>,
+    twins: Vec<TwinUpdate>,
 }
 
 /// Makes configuration errors visible upstream: a twin per broken property with
@@ -589,24 +713,13 @@ fn report_config_errors(ctx: &DeviceCtx, errors: Vec<(String, String)>) {
     let ts = now_ms();
     let twins = errors
         .into_iter()
-        .map(|(name, msg)| {
-            let meta: BTreeMap<String, String> = [
-                ("timestamp".to_owned(), ts.clone()),
-                ("error".to_owned(), msg),
-            ]
-            .into_iter()
-            .collect();
-            pb::Twin {
-                property_name: name,
-                reported: Some(pb::TwinProperty {
-                    value: String::new(),
-                    metadata: meta,
-                }),
-                observed_desired: Some(pb::TwinProperty {
-                    value: String::new(),
-                    metadata: BTreeMap::new(),
-                }),
-            }
+        .map(|(name, msg)| TwinUpdate {
+            property: name,
+            reported: String::new(),
+            type_text: "string",
+            timestamp_ms: ts,
+            desired: None,
+            error: Some(msg),
         })
         .collect();
     ctx.reporter.twins(&ctx.spec.id, (false, 0), twins);
@@ -618,40 +731,18 @@ fn advance(due: Instant, cycle: Duration, now: Instant) -> Instant {
     if next > now { next } else { now + cycle }
 }
 
-fn twin<A>(p: &Prop<A>, reported: String, ts: &str) -> pb::Twin {
-    let ty = p.ty().map(|t| t.as_str()).unwrap_or("string");
-    let meta = |extra: &[(&str, String)]| {
-        let mut m: BTreeMap<String, String> = [
-            ("timestamp".to_owned(), ts.to_owned()),
-            ("type".to_owned(), ty.to_owned()),
-        ]
-        .into_iter()
-        .collect();
-        for (k, v) in extra {
-            m.insert((*k).to_owned(), v.clone());
-        }
-        m
-    };
-    let (desired_text, desired_meta) = match &p.desired {
-        Some(d) => {
-            let mut extra = vec![("status", p.outcome.status().to_owned())];
-            if let DesiredOutcome::Rejected(reason) = &p.outcome {
-                extra.push(("reason", reason.clone()));
-            }
-            (sanitize_twin_value(d).0, meta(&extra))
-        }
-        None => (String::new(), meta(&[])),
-    };
-    pb::Twin {
-        property_name: p.name.clone(),
-        observed_desired: Some(pb::TwinProperty {
-            value: desired_text,
-            metadata: desired_meta,
-        }),
-        reported: Some(pb::TwinProperty {
-            value: reported,
-            metadata: meta(&[]),
-        }),
+/// The twin of a property with a fresh reported value.
+fn twin(p: &Prop, reported: String, timestamp_ms: u64) -> TwinUpdate {
+    TwinUpdate {
+        property: p.name.clone(),
+        reported,
+        type_text: p.ty().map(|t| t.as_str()).unwrap_or("string"),
+        timestamp_ms,
+        desired: p
+            .desired
+            .as_ref()
+            .map(|d| (sanitize_twin_value(d).0, p.outcome.clone())),
+        error: None,
     }
 }
 

@@ -1,0 +1,133 @@
+//! [`Mapper`]: the composition root that wires the DMI server, registration,
+//! the report senders, the device supervisor and metrics around one driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmi_proto::transport::{self, ChannelOptions};
+use dmi_proto::v1beta1 as pb;
+use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
+use dmi_proto::v1beta1::device_mapper_service_server::DeviceMapperServiceServer;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::MapperConfig;
+use crate::driver::{Driver, DynDriver};
+use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
+use crate::runtime::Supervisor;
+use crate::{dmi, twin};
+
+/// How long tasks get to finish after shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A mapper: the SDK runtime around one driver.
+pub struct Mapper {
+    config: MapperConfig,
+    driver: Arc<dyn DynDriver>,
+}
+
+impl std::fmt::Debug for Mapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapper")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mapper {
+    /// A mapper of `driver` with `config` (validated by [`Mapper::run`]).
+    pub fn new(config: MapperConfig, driver: impl Driver) -> Self {
+        Self::with_dyn(config, Arc::new(driver))
+    }
+
+    /// A mapper of a type-erased driver (a plugin host).
+    pub fn with_dyn(config: MapperConfig, driver: Arc<dyn DynDriver>) -> Self {
+        Self { config, driver }
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops every device and returns.
+    ///
+    /// Fails at start when the config is invalid or the socket is held by another
+    /// live server.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let listener = transport::bind(&cfg.socket_path).await?;
+        let tracker = TaskTracker::new();
+        let metrics = Arc::new(Metrics::new());
+        let reporter = twin::Reporter::new(metrics.clone());
+        let supervisor = Arc::new(Supervisor::new(
+            self.driver,
+            cfg.runtime.clone(),
+            reporter.clone(),
+            metrics.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        let devices = Arc::new(dmi::server::Devices::new(supervisor));
+        if let Some(port) = cfg.http_port {
+            let addr = std::net::SocketAddr::from((cfg.http_bind, port));
+            let (m, sd) = (metrics.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = metrics::serve(addr, m, sd).await {
+                    tracing::error!(%addr, error = %e, "metrics endpoint failed");
+                }
+            });
+        }
+        let client = DeviceManagerServiceClient::new(transport::channel(
+            &cfg.edgecore_sock,
+            ChannelOptions {
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(5),
+            },
+        ));
+        let reregister = Arc::new(Notify::new());
+        let info = pb::MapperInfo {
+            name: cfg.name.clone(),
+            version: cfg.version.clone(),
+            api_version: cfg.api_version.clone(),
+            protocol: cfg.protocol.clone(),
+            address: cfg.socket_path.as_os_str().as_encoded_bytes().to_vec(),
+            state: "ok".to_owned(),
+        };
+        tracing::info!(
+            mapper = %cfg.name, protocol = %cfg.protocol, socket = %cfg.socket_path.display(),
+            edgecore = %cfg.edgecore_sock.display(), "mapper starting"
+        );
+        tracker.spawn(dmi::client::report_loop(
+            client.clone(),
+            reporter,
+            Arc::new(twin::Pacer::default()),
+            reregister.clone(),
+            metrics,
+            shutdown.clone(),
+        ));
+        tracker.spawn(dmi::client::register_loop(
+            client,
+            info,
+            cfg.edgecore_sock.clone(),
+            devices.clone(),
+            reregister,
+            (cfg.runtime.backoff_min, cfg.runtime.backoff_max),
+            shutdown.clone(),
+        ));
+        let service = DeviceMapperServiceServer::new(dmi::server::MapperService { devices });
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(listener.incoming(), shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("forced exit after {SHUTDOWN_GRACE:?} grace period");
+        }
+        tracing::info!("mapper stopped");
+        served.map_err(Error::from)
+    }
+}
+

@@ -1,0 +1,150 @@
+//! The SDK's typed view of devices and models (converted once from DMI
+//! messages in [`crate::dmi`]).
+//! Drivers see only [`Value`](crate::Value)s and their own typed config; these
+//! types are for the runtime.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+
+use crate::error::SpecError;
+use crate::value::{AccessMode, PropertyType};
+
+/// Cycle used when a device leaves `collectCycle` or `reportCycle` at 0.
+pub const DEFAULT_CYCLE: Duration = Duration::from_secs(1);
+/// Cycles at or above this are almost certainly nanosecond-era settings
+/// (mapper-framework v1.15–v1.17 read cycles as nanoseconds).
+pub const SUSPICIOUS_CYCLE: Duration = Duration::from_secs(86_400);
+
+/// `namespace/name` of a device or model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    /// Namespace (`default` when EdgeCore sent none).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectId {
+    /// Builds an id, mapping an empty namespace to `default`.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: if namespace.is_empty() {
+                "default".to_owned()
+            } else {
+                namespace.to_owned()
+            },
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A model property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelProperty {
+    /// Name.
+    pub name: String,
+    /// Type; `None` when the model gave an unknown type (the property is then
+    /// reported as text).
+    pub ty: Option<PropertyType>,
+    /// Type text as given.
+    pub type_text: String,
+    /// Access mode.
+    pub access_mode: AccessMode,
+    /// Lower bound for numeric types.
+    pub minimum: Option<f64>,
+    /// Upper bound for numeric types.
+    pub maximum: Option<f64>,
+    /// Unit.
+    pub unit: String,
+}
+
+/// A device model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceModel {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Properties by name.
+    pub properties: BTreeMap<String, ModelProperty>,
+}
+
+/// A device property with its visitor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertySpec {
+    /// Name.
+    pub name: String,
+    /// Desired value text; `None` when unset or empty.
+    pub desired: Option<String>,
+    /// Visitor configData, decoded to JSON (the driver's `Address`).
+    pub visitor: Map<String, Json>,
+    /// Read cycle.
+    pub collect_cycle: Duration,
+    /// Push cycle.
+    pub report_cycle: Duration,
+    /// Whether the value is reported as a twin.
+    pub report_to_cloud: bool,
+}
+
+/// A device as the runtime runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Model id (same namespace).
+    pub model: ObjectId,
+    /// `spec.protocol.protocolName`.
+    pub protocol_name: String,
+    /// Protocol configData, decoded to JSON (the driver's `Config`).
+    pub protocol_config: Map<String, Json>,
+    /// Properties, in the order given.
+    pub properties: Vec<PropertySpec>,
+    /// State reporting: `Some(cycle)` when `status.reportToCloud` is set.
+    pub state_report: Option<Duration>,
+}
+
+impl DeviceSpec {
+    /// The spec with every desired value cleared: two specs that are equal this way
+    /// differ only in desired values, which are applied without a reconnect.
+    pub fn without_desired(&self) -> DeviceSpec {
+        let mut s = self.clone();
+        for p in &mut s.properties {
+            p.desired = None;
+        }
+        s
+    }
+}
+
+pub(crate) fn cycle(ms: i64) -> Duration {
+    if ms <= 0 {
+        DEFAULT_CYCLE
+    } else {
+        Duration::from_millis(ms as u64)
+    }
+}
+
+pub(crate) fn bound(
+    model: &ObjectId,
+    property: &str,
+    field: &'static str,
+    text: &str,
+) -> Result<Option<f64>, SpecError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    t.parse::<f64>().map(Some).map_err(|_| SpecError::BadBound {
+        model: model.to_string(),
+        property: property.to_owned(),
+        field,
+        value: text.to_owned(),
+    })
+}
+
