@@ -110,8 +110,8 @@ pub use config::{
     RuntimeConfig,
 };
 pub use driver::{
-    DeviceClient, DeviceState, Driver, DynClient, DynDriver, ErasedAddress, ErasedConfig,
-    PushStream, Pushed, Prepared, Subscription,
+    DeviceClient, DeviceState, Driver, DynClient, DynDriver, ErasedAddress, ErasedConfig, Prepared,
+    PushStream, Pushed, Subscription,
 };
 pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError};
 pub use mapper::{Mapper, SHUTDOWN_GRACE};

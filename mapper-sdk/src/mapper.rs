@@ -130,4 +130,3 @@ impl Mapper {
         served.map_err(Error::from)
     }
 }
-

@@ -147,4 +147,3 @@ pub(crate) fn bound(
         value: text.to_owned(),
     })
 }
-

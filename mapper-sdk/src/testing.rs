@@ -234,9 +234,9 @@ impl DeviceManagerService for Service {
         let req = req.into_inner();
         let mut r = lock(&self.0);
         r.registrations += 1;
-        r.mapper_socket = req.mapper.map(|m| {
-            PathBuf::from(String::from_utf8_lossy(&m.address).into_owned())
-        });
+        r.mapper_socket = req
+            .mapper
+            .map(|m| PathBuf::from(String::from_utf8_lossy(&m.address).into_owned()));
         let mut devices = Vec::new();
         for d in &r.devices {
             devices.push(d.device().map_err(Status::invalid_argument)?);
@@ -346,11 +346,7 @@ impl FakeEdgeCore {
 
     /// Runs a mapper of `driver` in this process against this EdgeCore until
     /// the returned token is cancelled (or this EdgeCore is dropped).
-    pub fn spawn_mapper(
-        &self,
-        protocol: &str,
-        driver: Arc<dyn DynDriver>,
-    ) -> CancellationToken {
+    pub fn spawn_mapper(&self, protocol: &str, driver: Arc<dyn DynDriver>) -> CancellationToken {
         let token = self.shutdown.child_token();
         let mapper = Mapper::with_dyn(self.mapper_config(protocol), driver);
         let t = token.clone();
@@ -367,10 +363,9 @@ impl FakeEdgeCore {
             .mapper_socket
             .clone()
             .ok_or("no mapper registered")?;
-        Ok(DeviceMapperServiceClient::new(dmi_proto::transport::channel(
-            sock,
-            dmi_proto::transport::ChannelOptions::default(),
-        )))
+        Ok(DeviceMapperServiceClient::new(
+            dmi_proto::transport::channel(sock, dmi_proto::transport::ChannelOptions::default()),
+        ))
     }
 
     /// Adds a device: returned by the next `MapperRegister`, and sent at once
@@ -406,7 +401,12 @@ impl FakeEdgeCore {
     ///
     /// # Errors
     /// Unknown device or property, or the mapper's refusal, as text.
-    pub async fn set_desired(&self, device: &str, property: &str, value: &str) -> Result<(), String> {
+    pub async fn set_desired(
+        &self,
+        device: &str,
+        property: &str,
+        value: &str,
+    ) -> Result<(), String> {
         let d = {
             let mut r = lock(&self.recorded);
             let d = r
@@ -515,7 +515,8 @@ pub async fn check_driver(driver: Arc<dyn DynDriver>, case: Conformance) -> Vec<
             _ => {}
         }
         let (d, m) = (driver.clone(), object(h.clone()));
-        match tokio::spawn(async move { d.address(&m, Some(PropertyType::Int)).map(|_| ()) }).await {
+        match tokio::spawn(async move { d.address(&m, Some(PropertyType::Int)).map(|_| ()) }).await
+        {
             Err(e) if e.is_panic() => broken.push(format!("address({h}) panicked")),
             Ok(Err(e)) if !matches!(e, DriverError::Config(_)) => {
                 broken.push(format!("address({h}) failed with {e}, not a Config error"))

@@ -10,11 +10,11 @@ use serde_json::Map;
 
 use crate::error::SpecError;
 use crate::runtime::{DesiredOutcome, DeviceSnapshot};
-use crate::twin::{Batch, TwinUpdate};
-use crate::value::sanitize_twin_value;
 use crate::spec::{
     DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE, bound, cycle,
 };
+use crate::twin::{Batch, TwinUpdate};
+use crate::value::sanitize_twin_value;
 use crate::value::{AccessMode, PropertyType};
 
 /// Converts a DMI `DeviceModel`.
@@ -217,10 +217,10 @@ pub(crate) fn device_with_twins(sent: &pb::Device, snap: &DeviceSnapshot) -> pb:
 mod tests {
     use super::*;
     use crate::spec::DEFAULT_CYCLE;
-    use serde_json::Value as Json;
-    use std::time::Duration;
     use dmi_proto::config_data::{NumberEncoding, to_any_map};
+    use serde_json::Value as Json;
     use serde_json::json;
+    use std::time::Duration;
 
     fn cv(v: Json) -> Option<pb::CustomizedValue> {
         Some(pb::CustomizedValue {

@@ -54,7 +54,11 @@ impl Devices {
 
     /// Holds exactly these models and devices (MapperRegister data); returns
     /// the ones that could not be used, with the reason.
-    pub(crate) fn sync(&self, models: &[pb::DeviceModel], devices: &[pb::Device]) -> Vec<SpecError> {
+    pub(crate) fn sync(
+        &self,
+        models: &[pb::DeviceModel],
+        devices: &[pb::Device],
+    ) -> Vec<SpecError> {
         let mut errors = Vec::new();
         let models = models
             .iter()

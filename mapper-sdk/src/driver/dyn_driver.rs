@@ -102,7 +102,11 @@ pub trait DynClient: Send + Sync + 'static {
         at: &'a [&'a ErasedAddress],
     ) -> BoxFuture<'a, Vec<DriverResult<Value>>>;
     /// As [`DeviceClient::write`].
-    fn write<'a>(&'a self, at: &'a ErasedAddress, value: &'a Value) -> BoxFuture<'a, DriverResult<()>>;
+    fn write<'a>(
+        &'a self,
+        at: &'a ErasedAddress,
+        value: &'a Value,
+    ) -> BoxFuture<'a, DriverResult<()>>;
     /// As [`DeviceClient::io_requests`].
     fn io_requests(&self) -> Option<u64>;
     /// As [`DeviceClient::state`].
@@ -182,11 +186,15 @@ impl<C: DeviceClient> DynClient for Typed<C> {
         })
     }
 
-    fn write<'a>(&'a self, at: &'a ErasedAddress, value: &'a Value) -> BoxFuture<'a, DriverResult<()>> {
+    fn write<'a>(
+        &'a self,
+        at: &'a ErasedAddress,
+        value: &'a Value,
+    ) -> BoxFuture<'a, DriverResult<()>> {
         Box::pin(async move {
-            let a = at.downcast_ref::<C::Address>().ok_or_else(|| {
-                DriverError::Config("address prepared by another driver".into())
-            })?;
+            let a = at
+                .downcast_ref::<C::Address>()
+                .ok_or_else(|| DriverError::Config("address prepared by another driver".into()))?;
             self.0.write(a, value).await
         })
     }

@@ -130,8 +130,10 @@ pub trait Driver: Send + Sync + 'static {
     /// [`Config`](crate::DriverError::Config) for a configuration that cannot
     /// work (not retried), [`Transport`](crate::DriverError::Transport) or
     /// [`Timeout`](crate::DriverError::Timeout) otherwise (retried).
-    fn connect(&self, cfg: &Self::Config)
-    -> impl Future<Output = DriverResult<Self::Client>> + Send;
+    fn connect(
+        &self,
+        cfg: &Self::Config,
+    ) -> impl Future<Output = DriverResult<Self::Client>> + Send;
 }
 
 /// One connected device. See the module docs on cancellation.

@@ -617,7 +617,9 @@ impl DeviceTask {
     /// Hands a tick's twins to the twin engine, counts, and sets the state.
     fn finish_tick(&mut self, tick: Tick) -> Result<(), String> {
         let m = &self.ctx.metrics;
-        m.reads.get_or_create(&self.ctx.label).inc_by(tick.ok as u64);
+        m.reads
+            .get_or_create(&self.ctx.label)
+            .inc_by(tick.ok as u64);
         m.read_errors
             .get_or_create(&self.ctx.label)
             .inc_by((tick.read - tick.ok) as u64);

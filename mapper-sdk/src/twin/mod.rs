@@ -228,13 +228,12 @@ impl Reporter {
                 continue;
             };
             slot.queued = false;
-            let mut twins: Vec<TwinUpdate> = std::mem::take(&mut slot.twins).into_values().collect();
+            let mut twins: Vec<TwinUpdate> =
+                std::mem::take(&mut slot.twins).into_values().collect();
             let mut state = slot.state.take();
             if skip_heartbeats {
                 let before = twins.len();
-                twins.retain(|t| {
-                    slot.delivered_twins.get(&t.property) != Some(&delivered_form(t))
-                });
+                twins.retain(|t| slot.delivered_twins.get(&t.property) != Some(&delivered_form(t)));
                 let skipped = (before - twins.len()) as u64;
                 if state.is_some() && state == slot.delivered_state {
                     state = None;
