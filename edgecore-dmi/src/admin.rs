@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
-use crate::model::StatusView;
+use crate::views::StatusView;
 
 async fn status(State(hub): State<Arc<Hub>>) -> Json<StatusView> {
     Json(hub.status())

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::admin::fetch_status;
-use crate::model::StatusView;
+use crate::views::StatusView;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -16,13 +16,10 @@ use tonic::transport::Channel;
 
 use crate::hub::{Action, Hub};
 
+/// First delay after a mapper could not be reached.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest delay between attempts to reach a mapper.
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
-
-fn split(k: &str) -> (String, String) {
-    let (ns, name) = k.split_once('/').unwrap_or(("default", k));
-    (ns.to_owned(), name.to_owned())
-}
 
 /// Runs until `shutdown`.
 ///
@@ -37,7 +34,7 @@ pub(crate) async fn run(
     kick: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = edge_rt::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut next_retry: Option<Instant> = None;
     loop {
         let retry = async {
@@ -55,7 +52,7 @@ pub(crate) async fn run(
             let plan = hub.plan(&name);
             next_retry = plan.next_retry.map(Instant::from_std);
             if plan.actions.is_empty() {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 break;
             }
             let Some(mut client) = hub.client(&name) else {
@@ -88,13 +85,13 @@ pub(crate) async fn run(
                 }
             }
             if let Some(e) = unreachable {
-                tracing::warn!(mapper = %name, retry_in = ?backoff, "mapper unreachable: {e}");
+                let delay = backoff.next_delay();
+                tracing::warn!(mapper = %name, retry_in = ?delay, "mapper unreachable: {e}");
                 hub.mapper_unreachable(&name, e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -118,16 +115,13 @@ async fn call(
             })
             .await
             .map(|_| ()),
-        Action::RemoveModel(k) => {
-            let (model_namespace, model_name) = split(k);
-            client
-                .remove_device_model(pb::RemoveDeviceModelRequest {
-                    model_name,
-                    model_namespace,
-                })
-                .await
-                .map(|_| ())
-        }
+        Action::RemoveModel(k) => client
+            .remove_device_model(pb::RemoveDeviceModelRequest {
+                model_name: k.name().to_owned(),
+                model_namespace: k.namespace().to_owned(),
+            })
+            .await
+            .map(|_| ()),
         Action::Register(_, d) => client
             .register_device(pb::RegisterDeviceRequest {
                 device: Some(d.clone()),
@@ -140,16 +134,13 @@ async fn call(
             })
             .await
             .map(|_| ()),
-        Action::Remove(k) => {
-            let (device_namespace, device_name) = split(k);
-            client
-                .remove_device(pb::RemoveDeviceRequest {
-                    device_name,
-                    device_namespace,
-                })
-                .await
-                .map(|_| ())
-        }
+        Action::Remove(k) => client
+            .remove_device(pb::RemoveDeviceRequest {
+                device_name: k.name().to_owned(),
+                device_namespace: k.namespace().to_owned(),
+            })
+            .await
+            .map(|_| ()),
     }
 }
 

@@ -9,8 +9,9 @@ use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_server::DeviceManagerService;
 use tonic::{Request, Response, Status};
 
-use crate::hub::{Hub, ReportError, key};
-use crate::model::MapperRecord;
+use crate::hub::{Hub, ReportError};
+use crate::key::ObjectKey;
+use crate::records::MapperRecord;
 
 pub use dmi_proto::rules::ALLOWED_STATES;
 use dmi_proto::rules::{TWIN_NAME_MAX, TWIN_VALUE_MAX, is_valid_twin_name, is_valid_twin_value};
@@ -109,7 +110,7 @@ impl DeviceManagerService for ManagerService {
                 "ReportDeviceStatus without deviceName",
             ));
         }
-        let k = key(&r.device_namespace, &r.device_name);
+        let k = ObjectKey::new(&r.device_namespace, &r.device_name);
         let twins = r.reported_device.map(|d| d.twins).unwrap_or_default();
         if twins.is_empty() {
             return Err(Status::invalid_argument(format!(
@@ -136,7 +137,7 @@ impl DeviceManagerService for ManagerService {
                 "ReportDeviceStates without deviceName",
             ));
         }
-        let k = key(&r.device_namespace, &r.device_name);
+        let k = ObjectKey::new(&r.device_namespace, &r.device_name);
         let state = r.state.to_ascii_lowercase();
         if !ALLOWED_STATES.contains(&state.as_str()) {
             tracing::warn!(device = %k, state = %r.state, "refused state report");

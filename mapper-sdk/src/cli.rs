@@ -8,36 +8,12 @@ use crate::config::{Flags, MapperConfig};
 use crate::driver::Driver;
 use crate::mapper::Mapper;
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn terminate_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
+pub use edge_rt::shutdown::terminate_signal;
 
-/// Sets up `tracing` with `filter` (overridden by `RUST_LOG`).
+/// Sets up `tracing` with `filter` (overridden by `RUST_LOG`); see
+/// [`edge_rt::logging::init`].
 pub fn init_tracing(filter: &str) {
-    let env = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(env)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    edge_rt::logging::init(filter);
 }
 
 /// The whole `main` of a mapper binary: flags, config file, logging, signals.

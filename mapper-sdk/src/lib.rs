@@ -82,7 +82,7 @@
 //! drop that report and count it (`mapper_reports_dropped_total`).
 //!
 //! ## Feature flags
-//! * `testing`: [`testing`], an in-process fake EdgeCore and a driver
+//! * `testing`: the `testing` module, an in-process fake EdgeCore and a driver
 //!   conformance check, for the tests of mapper crates.
 
 #![deny(missing_docs)]
@@ -122,6 +122,6 @@ pub use spec::{
     DEFAULT_CYCLE, DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE,
 };
 pub use value::{
-    AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, is_twin_char,
-    is_valid_twin_name, is_valid_twin_value, sanitize_twin_value, scale_linear,
+    AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, coerce, is_twin_char,
+    is_valid_twin_name, is_valid_twin_value, parse_value, sanitize_twin_value, scale_linear,
 };

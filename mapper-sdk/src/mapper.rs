@@ -119,13 +119,7 @@ impl Mapper {
             .serve_with_incoming_shutdown(listener.incoming(), shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
-        tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("forced exit after {SHUTDOWN_GRACE:?} grace period");
-        }
+        edge_rt::shutdown::drain(&tracker, SHUTDOWN_GRACE).await;
         tracing::info!("mapper stopped");
         served.map_err(Error::from)
     }

@@ -4,7 +4,6 @@
 //! types are for the runtime.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
@@ -18,34 +17,7 @@ pub const DEFAULT_CYCLE: Duration = Duration::from_secs(1);
 /// (mapper-framework v1.15–v1.17 read cycles as nanoseconds).
 pub const SUSPICIOUS_CYCLE: Duration = Duration::from_secs(86_400);
 
-/// `namespace/name` of a device or model.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId {
-    /// Namespace (`default` when EdgeCore sent none).
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectId {
-    /// Builds an id, mapping an empty namespace to `default`.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        Self {
-            namespace: if namespace.is_empty() {
-                "default".to_owned()
-            } else {
-                namespace.to_owned()
-            },
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use edge_rt::ObjectId;
 
 /// A model property.
 #[derive(Debug, Clone, PartialEq)]

@@ -56,123 +56,45 @@ impl fmt::Display for Value {
     }
 }
 
-/// The `type` of a model property (`INT`, `FLOAT`, ...), matched case-insensitively.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PropertyType {
-    /// `INT`.
-    Int,
-    /// `FLOAT`.
-    Float,
-    /// `DOUBLE`.
-    Double,
-    /// `STRING`.
-    String,
-    /// `BOOLEAN`.
-    Boolean,
-    /// `BYTES`.
-    Bytes,
-    /// `STREAM` (camera streams; not collected as twins).
-    Stream,
+pub use edge_rt::desired::{AccessMode, PropertyType};
+
+/// Converts a value a driver read into the model's type (e.g. a register's
+/// integer into FLOAT). Returns `None` when the value cannot represent the type.
+pub fn coerce(ty: PropertyType, v: Value) -> Option<Value> {
+    Some(match (ty, v) {
+        (PropertyType::Int, v) => Value::Int(
+            v.as_i64()
+                .or_else(|| v.as_f64().map(|f| f.round() as i64))?,
+        ),
+        (PropertyType::Float | PropertyType::Double, v) => Value::Float(v.as_f64()?),
+        (PropertyType::Boolean, Value::Bool(b)) => Value::Bool(b),
+        (PropertyType::Boolean, v) => Value::Bool(v.as_f64()? != 0.0),
+        (PropertyType::String | PropertyType::Stream, v) => Value::String(v.to_string()),
+        (PropertyType::Bytes, Value::Bytes(b)) => Value::Bytes(b),
+        (PropertyType::Bytes, Value::String(s)) => Value::Bytes(s.into_bytes()),
+        (PropertyType::Bytes, _) => return None,
+    })
 }
 
-impl PropertyType {
-    /// Parses the CRD enum text, case-insensitively. Unknown text is `None`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "int" | "integer" => Self::Int,
-            "float" => Self::Float,
-            "double" => Self::Double,
-            "string" => Self::String,
-            "boolean" | "bool" => Self::Boolean,
-            "bytes" => Self::Bytes,
-            "stream" => Self::Stream,
-            _ => return None,
-        })
-    }
-
-    /// The lowercase name used in twin metadata (`"type"`), as the Go framework does.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Int => "int",
-            Self::Float => "float",
-            Self::Double => "double",
-            Self::String => "string",
-            Self::Boolean => "boolean",
-            Self::Bytes => "bytes",
-            Self::Stream => "stream",
-        }
-    }
-
-    /// Converts a value a driver read into this type (e.g. a register's integer into
-    /// FLOAT). Returns `None` when the value cannot represent the type.
-    pub fn coerce(self, v: Value) -> Option<Value> {
-        Some(match (self, v) {
-            (Self::Int, v) => Value::Int(
-                v.as_i64()
-                    .or_else(|| v.as_f64().map(|f| f.round() as i64))?,
-            ),
-            (Self::Float | Self::Double, v) => Value::Float(v.as_f64()?),
-            (Self::Boolean, Value::Bool(b)) => Value::Bool(b),
-            (Self::Boolean, v) => Value::Bool(v.as_f64()? != 0.0),
-            (Self::String | Self::Stream, v) => Value::String(v.to_string()),
-            (Self::Bytes, Value::Bytes(b)) => Value::Bytes(b),
-            (Self::Bytes, Value::String(s)) => Value::Bytes(s.into_bytes()),
-            (Self::Bytes, _) => return None,
-        })
-    }
-
-    /// Parses desired-value text as this type.
-    ///
-    /// BOOLEAN accepts `true/false`, `1/0`, `on/off` and `yes/no` in any case. INT
-    /// accepts a whole number written with a fractional zero (`30.0`).
-    pub fn parse_value(self, text: &str) -> Result<Value, String> {
-        let t = text.trim();
-        match self {
-            Self::Int => t
-                .parse::<i64>()
-                .ok()
-                .or_else(|| {
-                    t.parse::<f64>()
-                        .ok()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                        .map(|f| f as i64)
-                })
-                .map(Value::Int)
-                .ok_or_else(|| format!("`{text}` is not an integer")),
-            Self::Float | Self::Double => t
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Value::Float)
-                .ok_or_else(|| format!("`{text}` is not a number")),
-            Self::Boolean => match t.to_ascii_lowercase().as_str() {
-                "true" | "1" | "on" | "yes" => Ok(Value::Bool(true)),
-                "false" | "0" | "off" | "no" => Ok(Value::Bool(false)),
-                _ => Err(format!("`{text}` is not a boolean")),
-            },
-            Self::String | Self::Stream => Ok(Value::String(text.to_owned())),
-            Self::Bytes => Ok(Value::Bytes(text.as_bytes().to_vec())),
-        }
-    }
+/// Parses desired-value text as `ty` with the shared rules of
+/// [`edge_rt::desired::parse`] (BOOLEAN accepts `true/false`, `1/0`, `on/off`,
+/// `yes/no`; INT accepts `30.0`).
+///
+/// # Errors
+/// [`edge_rt::desired::DesiredError`] naming the text.
+pub fn parse_value(ty: PropertyType, text: &str) -> Result<Value, edge_rt::desired::DesiredError> {
+    edge_rt::desired::parse(ty, text).map(Value::from)
 }
 
-/// `accessMode` of a model property.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AccessMode {
-    /// Collected only; desired values are rejected.
-    #[default]
-    ReadOnly,
-    /// Collected and written from desired values.
-    ReadWrite,
-}
-
-impl AccessMode {
-    /// Parses `ReadWrite`/`ReadOnly` case-insensitively; anything else is `None`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "readwrite" => Some(Self::ReadWrite),
-            "readonly" | "" => Some(Self::ReadOnly),
-            _ => None,
+impl From<edge_rt::desired::Desired> for Value {
+    fn from(d: edge_rt::desired::Desired) -> Self {
+        use edge_rt::desired::Desired;
+        match d {
+            Desired::Int(i) => Value::Int(i),
+            Desired::Number(f) => Value::Float(f),
+            Desired::Bool(b) => Value::Bool(b),
+            Desired::Text(t) => Value::String(t),
+            Desired::Bytes(b) => Value::Bytes(b),
         }
     }
 }
@@ -287,32 +209,32 @@ mod tests {
 
     #[test]
     fn parse_desired_values_by_type() {
-        assert_eq!(PropertyType::Int.parse_value("42"), Ok(Value::Int(42)));
-        assert_eq!(PropertyType::Int.parse_value("-7"), Ok(Value::Int(-7)));
-        assert_eq!(PropertyType::Int.parse_value("30.0"), Ok(Value::Int(30)));
-        assert!(PropertyType::Int.parse_value("30.5").is_err());
+        assert_eq!(parse_value(PropertyType::Int, "42"), Ok(Value::Int(42)));
+        assert_eq!(parse_value(PropertyType::Int, "-7"), Ok(Value::Int(-7)));
+        assert_eq!(parse_value(PropertyType::Int, "30.0"), Ok(Value::Int(30)));
+        assert!(parse_value(PropertyType::Int, "30.5").is_err());
         assert!(
-            PropertyType::Int
-                .parse_value("abc")
+            parse_value(PropertyType::Int, "abc")
                 .unwrap_err()
+                .to_string()
                 .contains("`abc` is not an integer")
         );
         assert_eq!(
-            PropertyType::Float.parse_value("1.5"),
+            parse_value(PropertyType::Float, "1.5"),
             Ok(Value::Float(1.5))
         );
-        assert!(PropertyType::Double.parse_value("NaN").is_err());
+        assert!(parse_value(PropertyType::Double, "NaN").is_err());
         assert_eq!(
-            PropertyType::Boolean.parse_value("ON"),
+            parse_value(PropertyType::Boolean, "ON"),
             Ok(Value::Bool(true))
         );
         assert_eq!(
-            PropertyType::Boolean.parse_value("0"),
+            parse_value(PropertyType::Boolean, "0"),
             Ok(Value::Bool(false))
         );
-        assert!(PropertyType::Boolean.parse_value("maybe").is_err());
+        assert!(parse_value(PropertyType::Boolean, "maybe").is_err());
         assert_eq!(
-            PropertyType::String.parse_value("a b"),
+            parse_value(PropertyType::String, "a b"),
             Ok(Value::String("a b".into()))
         );
     }
@@ -320,22 +242,22 @@ mod tests {
     #[test]
     fn coerce_reads_to_model_type() {
         assert_eq!(
-            PropertyType::Float.coerce(Value::Int(3)),
+            coerce(PropertyType::Float, Value::Int(3)),
             Some(Value::Float(3.0))
         );
         assert_eq!(
-            PropertyType::Int.coerce(Value::Float(2.6)),
+            coerce(PropertyType::Int, Value::Float(2.6)),
             Some(Value::Int(3))
         );
         assert_eq!(
-            PropertyType::Boolean.coerce(Value::Int(0)),
+            coerce(PropertyType::Boolean, Value::Int(0)),
             Some(Value::Bool(false))
         );
         assert_eq!(
-            PropertyType::String.coerce(Value::Float(1.5)),
+            coerce(PropertyType::String, Value::Float(1.5)),
             Some(Value::String("1.5".into()))
         );
-        assert_eq!(PropertyType::Int.coerce(Value::String("x".into())), None);
+        assert_eq!(coerce(PropertyType::Int, Value::String("x".into())), None);
     }
 
     #[test]

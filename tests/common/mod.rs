@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use edgecore_dmi::model::{DeviceView, PropertyView, StatusView};
+pub use edgecore_dmi::views::{DeviceView, PropertyView, StatusView};
 
 /// Path of a workspace binary next to the running test.
 pub fn bin(name: &str) -> PathBuf {

@@ -46,31 +46,7 @@ struct Args {
 }
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 15s"))?;
-    match unit {
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}` is not a duration like 15s")),
-    }
-}
-
-async fn terminate() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 15s: {e}"))
 }
 
 async fn real_main(args: Args) -> anyhow::Result<bool> {
@@ -78,7 +54,7 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        terminate().await;
+        edge_rt::shutdown::terminate_signal().await;
         tracing::info!("shutting down");
         sd.cancel();
     });
@@ -118,12 +94,7 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    edge_rt::logging::init(&args.log);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

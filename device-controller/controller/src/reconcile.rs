@@ -25,70 +25,33 @@ pub struct DeviceCheck {
     pub message: String,
 }
 
-fn parse_number(text: &str, integer: bool) -> Option<f64> {
-    let t = text.trim();
-    if integer {
-        t.parse::<i64>()
-            .ok()
-            .map(|i| i as f64)
-            .or_else(|| t.parse::<f64>().ok().filter(|f| f.fract() == 0.0))
-    } else {
-        t.parse::<f64>().ok().filter(|f| f.is_finite())
-    }
-}
-
-/// Checks a desired value against a model property, as the mappers will.
+/// Checks a desired value against a model property with the rules the mappers
+/// apply ([`edge_rt::desired`]), so a device the controller calls valid is one
+/// the mappers accept. A model type KubeEdge does not define is not checked
+/// here (the mapper reports it).
 pub fn check_desired(p: &device_crds::ModelProperty, value: &str) -> Result<(), String> {
-    let ty = p.type_.to_ascii_uppercase();
-    if !p.access_mode.eq_ignore_ascii_case("ReadWrite") {
-        return Err(format!(
-            "property `{}` is {} but has a desired value",
-            p.name,
+    use edge_rt::desired::DesiredError as E;
+    let name = &p.name;
+    match edge_rt::desired::check_text(&p.type_, &p.access_mode, &p.minimum, &p.maximum, value) {
+        Ok(_) | Err(E::UnknownType(_)) => Ok(()),
+        Err(E::ReadOnly) => Err(format!(
+            "property `{name}` is {} but has a desired value",
             if p.access_mode.is_empty() {
                 "ReadOnly"
             } else {
                 &p.access_mode
             }
-        ));
+        )),
+        Err(E::NotInteger(v)) => Err(format!("desired `{v}` of `{name}` is not an integer")),
+        Err(E::NotNumber(v)) => Err(format!("desired `{v}` of `{name}` is not a number")),
+        Err(E::NotBoolean(v)) => Err(format!("desired `{v}` of `{name}` is not a boolean")),
+        Err(E::BelowMinimum { value, minimum }) => Err(format!(
+            "desired {value} of `{name}` is below the minimum {minimum}"
+        )),
+        Err(E::AboveMaximum { value, maximum }) => Err(format!(
+            "desired {value} of `{name}` is above the maximum {maximum}"
+        )),
     }
-    let number = match ty.as_str() {
-        "INT" => Some(
-            parse_number(value, true)
-                .ok_or_else(|| format!("desired `{value}` of `{}` is not an integer", p.name))?,
-        ),
-        "FLOAT" | "DOUBLE" => Some(
-            parse_number(value, false)
-                .ok_or_else(|| format!("desired `{value}` of `{}` is not a number", p.name))?,
-        ),
-        "BOOLEAN" => {
-            if !matches!(
-                value.trim().to_ascii_lowercase().as_str(),
-                "true" | "false" | "1" | "0" | "on" | "off" | "yes" | "no"
-            ) {
-                return Err(format!(
-                    "desired `{value}` of `{}` is not a boolean",
-                    p.name
-                ));
-            }
-            None
-        }
-        _ => None,
-    };
-    if let Some(x) = number {
-        if let Some(min) = p.minimum.trim().parse::<f64>().ok().filter(|m| x < *m) {
-            return Err(format!(
-                "desired {value} of `{}` is below the minimum {min}",
-                p.name
-            ));
-        }
-        if let Some(max) = p.maximum.trim().parse::<f64>().ok().filter(|m| x > *m) {
-            return Err(format!(
-                "desired {value} of `{}` is above the maximum {max}",
-                p.name
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Checks a Device against its model (`None`: not found in the namespace).

@@ -15,7 +15,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{StoredDevice, StoredModel};
+use crate::key::ObjectKey;
+use crate::records::{StoredDevice, StoredModel};
 use crate::source::{DeviceSource, SourceEvent};
 
 /// Origin recorded for objects from the API server.
@@ -46,15 +47,11 @@ impl KubeSource {
     }
 }
 
-fn key(m: &device_crds::ObjectMeta) -> String {
-    format!("{}/{}", m.namespace_or_default(), m.name_str())
-}
-
 /// Applies one watcher event to a map of shared records; returns whether the map
 /// is complete.
 fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
-    map: &mut BTreeMap<String, Arc<V>>,
-    init: &mut Option<BTreeMap<String, Arc<V>>>,
+    map: &mut BTreeMap<ObjectKey, Arc<V>>,
+    init: &mut Option<BTreeMap<ObjectKey, Arc<V>>>,
     ev: watcher::Event<K>,
     wrap: impl Fn(K) -> V,
 ) -> bool {
@@ -65,7 +62,7 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
         }
         watcher::Event::InitApply(o) => {
             if let Some(buf) = init.as_mut() {
-                buf.insert(key(o.meta()), Arc::new(wrap(o)));
+                buf.insert(ObjectKey::from_meta(o.meta()), Arc::new(wrap(o)));
             }
             false
         }
@@ -76,11 +73,11 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
             true
         }
         watcher::Event::Apply(o) => {
-            map.insert(key(o.meta()), Arc::new(wrap(o)));
+            map.insert(ObjectKey::from_meta(o.meta()), Arc::new(wrap(o)));
             true
         }
         watcher::Event::Delete(o) => {
-            map.remove(&key(o.meta()));
+            map.remove(&ObjectKey::from_meta(o.meta()));
             true
         }
     }
@@ -136,13 +133,13 @@ impl DeviceSource for KubeSource {
                 .filter(|d| d.crd.spec.node_name.as_deref() == Some(self.node.as_str()))
                 .cloned()
                 .collect();
-            let wanted: std::collections::HashSet<String> = mine
+            let wanted: std::collections::HashSet<ObjectKey> = mine
                 .iter()
                 .filter_map(|d| {
                     d.crd
                         .spec
                         .model_name()
-                        .map(|m| format!("{}/{m}", d.crd.metadata.namespace_or_default()))
+                        .map(|m| ObjectKey::new(d.crd.metadata.namespace_or_default(), m))
                 })
                 .collect();
             let models: Vec<Arc<StoredModel>> = model_map

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
-use crate::model::TwinState;
+use crate::key::ObjectKey;
+use crate::records::TwinState;
 
 pub use crate::config::StatusTarget as StatusMode;
 
@@ -89,8 +90,8 @@ impl StatusWriter {
         }
     }
 
-    async fn write(&self, key: &str, patch: &Value) -> Result<(), kube::Error> {
-        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+    async fn write(&self, key: &ObjectKey, patch: &Value) -> Result<(), kube::Error> {
+        let (ns, name) = (key.namespace(), key.name());
         let pp = PatchParams::default();
         match self.mode {
             StatusMode::DeviceStatus => {
@@ -120,7 +121,7 @@ impl StatusWriter {
             let keys = self.hub.take_status_dirty();
             let mut pending = keys.into_iter();
             while let Some(key) = pending.next() {
-                let Some(state) = self.hub.twin_state(&key) else {
+                let Some(state) = self.hub.twin_state(key.as_str()) else {
                     continue;
                 };
                 match self.write(&key, &status_patch(&state)).await {
@@ -160,7 +161,7 @@ impl StatusWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TwinRecord;
+    use crate::records::TwinRecord;
 
     #[test]
     fn patch_shape() {

@@ -6,7 +6,6 @@
 //! a device. Its errors are reported (file:line:col) and the rest of the
 //! directory is applied normally.
 
-use device_crds::MetaExt;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{DeviceSource, SourceEvent, parse_file};
-use crate::model::{StoredDevice, StoredModel};
+use crate::key::ObjectKey;
+use crate::records::{StoredDevice, StoredModel};
 
 /// Quiet time after a change before rescanning (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -118,10 +118,14 @@ impl DirectorySource {
                 && let Some((old_d, old_m)) = self.last_good.get(path)
             {
                 // Keep the previous version of objects this file no longer yields.
-                let have_d: HashSet<String> =
-                    devices.iter().map(|d| dkey(&d.crd.metadata)).collect();
-                let have_m: HashSet<String> =
-                    models.iter().map(|m| dkey(&m.crd.metadata)).collect();
+                let have_d: HashSet<ObjectKey> = devices
+                    .iter()
+                    .map(|d| ObjectKey::from_meta(&d.crd.metadata))
+                    .collect();
+                let have_m: HashSet<ObjectKey> = models
+                    .iter()
+                    .map(|m| ObjectKey::from_meta(&m.crd.metadata))
+                    .collect();
                 let syntax_broken = parsed.failed_objects.len() < parsed.errors.len();
                 let failed: HashSet<String> = parsed
                     .failed_objects
@@ -129,15 +133,15 @@ impl DirectorySource {
                     .map(|(_, id)| id.clone())
                     .collect();
                 for d in old_d {
-                    let k = dkey(&d.crd.metadata);
-                    if !have_d.contains(&k) && (syntax_broken || failed.contains(&k)) {
+                    let k = ObjectKey::from_meta(&d.crd.metadata);
+                    if !have_d.contains(&k) && (syntax_broken || failed.contains(k.as_str())) {
                         tracing::warn!(device = %k, file = %origin, "keeping the last good version of the device");
                         devices.push(d.clone());
                     }
                 }
                 for m in old_m {
-                    let k = dkey(&m.crd.metadata);
-                    if !have_m.contains(&k) && (syntax_broken || failed.contains(&k)) {
+                    let k = ObjectKey::from_meta(&m.crd.metadata);
+                    if !have_m.contains(&k) && (syntax_broken || failed.contains(k.as_str())) {
                         models.push(m.clone());
                     }
                 }
@@ -151,7 +155,7 @@ impl DirectorySource {
         let mut seen = HashSet::new();
         for (path, (d, m)) in &self.last_good {
             for dev in d {
-                let k = format!("Device {}", dkey(&dev.crd.metadata));
+                let k = format!("Device {}", ObjectKey::from_meta(&dev.crd.metadata));
                 if !seen.insert(k.clone()) {
                     errors.push(format!(
                         "{}: {k} is defined in more than one file; this copy is ignored",
@@ -162,7 +166,7 @@ impl DirectorySource {
                 devices.push(dev.clone());
             }
             for model in m {
-                let k = format!("DeviceModel {}", dkey(&model.crd.metadata));
+                let k = format!("DeviceModel {}", ObjectKey::from_meta(&model.crd.metadata));
                 if !seen.insert(k.clone()) {
                     errors.push(format!(
                         "{}: {k} is defined in more than one file; this copy is ignored",
@@ -187,10 +191,6 @@ fn shared<T>(items: Vec<T>) -> Vec<Arc<T>> {
     let mut v = Vec::with_capacity(items.len());
     v.extend(items.into_iter().map(Arc::new));
     v
-}
-
-fn dkey(m: &device_crds::ObjectMeta) -> String {
-    format!("{}/{}", m.namespace_or_default(), m.name_str())
 }
 
 impl DeviceSource for DirectorySource {
@@ -242,6 +242,8 @@ impl DeviceSource for DirectorySource {
 
 #[cfg(test)]
 mod tests {
+    use device_crds::MetaExt;
+
     use super::*;
 
     const A: &str = "apiVersion: devices.kubeedge.io/v1beta1

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{StoredDevice, StoredModel};
+use crate::records::{StoredDevice, StoredModel};
 
 /// What a source reports.
 #[derive(Debug, Clone)]

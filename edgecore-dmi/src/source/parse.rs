@@ -3,7 +3,7 @@
 
 use device_crds::{API_VERSION, Device, DeviceModel};
 
-use crate::model::{StoredDevice, StoredModel};
+use crate::records::{StoredDevice, StoredModel};
 
 /// Result of parsing one file.
 #[derive(Debug, Default)]

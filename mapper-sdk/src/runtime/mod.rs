@@ -7,7 +7,6 @@
 //!   anything else restarts the device (the old task is awaited first, so a
 //!   serial port or a single-connection device is never opened twice).
 
-mod backoff;
 mod snapshot;
 mod task;
 

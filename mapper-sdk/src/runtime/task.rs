@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::snapshot::{DesiredOutcome, DeviceSnapshot, PropertySnapshot};
 use crate::config::RuntimeConfig;
 use crate::driver::{DeviceState, DynClient, DynDriver, ErasedAddress, PushStream, Pushed};
@@ -21,6 +20,7 @@ use crate::sample::{Quality, Sample};
 use crate::spec::{DeviceModel, DeviceSpec, ModelProperty};
 use crate::twin::{Reporter, TwinUpdate};
 use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
+use edge_rt::Backoff;
 
 /// Everything a device task needs.
 pub(crate) struct DeviceCtx {
@@ -552,7 +552,7 @@ impl DeviceTask {
         let p = &self.props[i];
         let sample = match result {
             Ok(v) => match p.ty() {
-                Some(ty) => match ty.coerce(v.clone()) {
+                Some(ty) => match crate::value::coerce(ty, v.clone()) {
                     Some(v) => Sample::good(v, source_time),
                     None => {
                         tick.faults += 1;
@@ -752,26 +752,14 @@ fn twin(p: &Prop, reported: String, timestamp_ms: u64) -> TwinUpdate {
 /// the type, within minimum/maximum.
 pub(crate) fn validate_desired(model: Option<&ModelProperty>, text: &str) -> Result<Value, String> {
     let m = model.ok_or("property is not in the device model")?;
-    if m.access_mode != AccessMode::ReadWrite {
-        return Err("property is ReadOnly".into());
-    }
-    let ty =
-        m.ty.ok_or_else(|| format!("model type `{}` is unknown", m.type_text))?;
-    let v = ty.parse_value(text)?;
-    if let Some(x) = v.as_f64().filter(|_| {
-        matches!(
-            ty,
-            PropertyType::Int | PropertyType::Float | PropertyType::Double
-        )
-    }) {
-        if let Some(min) = m.minimum.filter(|min| x < *min) {
-            return Err(format!("{text} is below the minimum {min}"));
-        }
-        if let Some(max) = m.maximum.filter(|max| x > *max) {
-            return Err(format!("{text} is above the maximum {max}"));
-        }
-    }
-    Ok(v)
+    let ty = match m.ty {
+        Some(ty) => ty,
+        None if m.access_mode != AccessMode::ReadWrite => return Err("property is ReadOnly".into()),
+        None => return Err(format!("model type `{}` is unknown", m.type_text)),
+    };
+    edge_rt::desired::check(ty, m.access_mode, m.minimum, m.maximum, text)
+        .map(Value::from)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

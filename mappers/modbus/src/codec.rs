@@ -448,12 +448,12 @@ mod tests {
     fn scaled_writes_hit_the_intended_register() {
         // (21.7 − 0) / 0.1 is 216.99999999999997 in binary: it must write 217.
         let tenths = scaled(DataType::Uint16, 0.1, None);
-        let desired = mapper_sdk::PropertyType::Float.parse_value("21.7").unwrap();
+        let desired = mapper_sdk::parse_value(mapper_sdk::PropertyType::Float, "21.7").unwrap();
         let words = encode_registers(&tenths, &desired).unwrap();
         assert_eq!(words, vec![217]);
         assert_eq!(shown(&tenths, &words), "21.7");
         for (text, raw) in [("0.3", 3u16), ("0.7", 7), ("6553.5", 65535), ("0", 0)] {
-            let v = mapper_sdk::PropertyType::Float.parse_value(text).unwrap();
+            let v = mapper_sdk::parse_value(mapper_sdk::PropertyType::Float, text).unwrap();
             let w = encode_registers(&tenths, &v).unwrap();
             assert_eq!(w, vec![raw], "{text}");
             assert_eq!(shown(&tenths, &w), text);

@@ -37,7 +37,10 @@ impl Pool {
 
     /// Links in use.
     pub fn len(&self) -> usize {
-        self.lock().values().filter(|w| w.strong_count() > 0).count()
+        self.lock()
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
     }
 
     /// Whether no link is in use.

@@ -30,11 +30,12 @@ async fn sim(unit: serde_json::Value) -> Simulator {
 
 async fn connect(sim: &Simulator) -> ModbusDevice {
     let port = sim.tcp_addr("dev").unwrap().port();
-    common::driver().connect(&config(
-        json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 300}),
-    ))
-    .await
-    .unwrap()
+    common::driver()
+        .connect(&config(
+            json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 300}),
+        ))
+        .await
+        .unwrap()
 }
 
 fn reg(table: &str, offset: u16, extra: serde_json::Value) -> ModbusAddress {

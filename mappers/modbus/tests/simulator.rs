@@ -150,16 +150,18 @@ async fn dead_unit_on_a_gateway_does_not_stall_the_others() {
     let port = sim.tcp_addr("a").unwrap().port();
     // A second simulator process-wide is not needed: unit 2 simply does not exist
     // behind this address (exception 0x0B) and unit 1 is made silent in turn.
-    let one = common::driver().connect(&config(
-        json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 200}),
-    ))
-    .await
-    .unwrap();
-    let two = common::driver().connect(&config(
-        json!({"ip": "127.0.0.1", "port": port, "slaveID": 2, "timeout": 200}),
-    ))
-    .await
-    .unwrap();
+    let one = common::driver()
+        .connect(&config(
+            json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 200}),
+        ))
+        .await
+        .unwrap();
+    let two = common::driver()
+        .connect(&config(
+            json!({"ip": "127.0.0.1", "port": port, "slaveID": 2, "timeout": 200}),
+        ))
+        .await
+        .unwrap();
     assert!(
         std::sync::Arc::ptr_eq(one.link(), two.link()),
         "one connection per endpoint"
@@ -241,8 +243,14 @@ async fn the_modbus_driver_keeps_the_driver_contract() {
         Conformance {
             config: json!({"ip": "127.0.0.1", "port": port, "slaveID": 1, "timeout": 300}),
             readable: vec![
-                (json!({"register": "HoldingRegister", "offset": 0, "limit": 1}), Some(PropertyType::Int)),
-                (json!({"register": "CoilRegister", "offset": 0, "limit": 1}), Some(PropertyType::Boolean)),
+                (
+                    json!({"register": "HoldingRegister", "offset": 0, "limit": 1}),
+                    Some(PropertyType::Int),
+                ),
+                (
+                    json!({"register": "CoilRegister", "offset": 0, "limit": 1}),
+                    Some(PropertyType::Boolean),
+                ),
             ],
             writable: Some((
                 json!({"register": "HoldingRegister", "offset": 50, "limit": 1}),

@@ -251,7 +251,8 @@ mod tests {
 
     #[tokio::test]
     async fn patterns() {
-        let d = VirtualDriver.connect(&VirtualConfig::default())
+        let d = VirtualDriver
+            .connect(&VirtualConfig::default())
             .await
             .unwrap();
         assert_eq!(
@@ -288,7 +289,8 @@ mod tests {
 
     #[tokio::test]
     async fn setpoint_reads_back_writes_and_others_refuse() {
-        let d = VirtualDriver.connect(&VirtualConfig::default())
+        let d = VirtualDriver
+            .connect(&VirtualConfig::default())
             .await
             .unwrap();
         let sp = addr(serde_json::json!({"pattern": "setpoint", "value": 20}));
@@ -314,12 +316,13 @@ mod tests {
 
     #[tokio::test]
     async fn offline_config_fails_connect_as_link_failure() {
-        let e = VirtualDriver.connect(&VirtualConfig {
-            offline: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+        let e = VirtualDriver
+            .connect(&VirtualConfig {
+                offline: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
         assert!(e.is_link_failure());
     }
 }

@@ -20,7 +20,10 @@ async fn the_virtual_driver_keeps_the_driver_contract() {
             config: json!({}),
             readable: vec![
                 (json!({"value": 7}), Some(PropertyType::Int)),
-                (json!({"pattern": "sine", "value": 20}), Some(PropertyType::Float)),
+                (
+                    json!({"pattern": "sine", "value": 20}),
+                    Some(PropertyType::Float),
+                ),
             ],
             writable: Some((
                 json!({"pattern": "setpoint", "value": 1}),
@@ -39,7 +42,13 @@ async fn a_virtual_mapper_against_the_fake_edgecore() {
     edge.add_device(
         TestDevice::new("thermo", "virtual", json!({}))
             .read_only("temp", "FLOAT", json!({"value": 21.5}), 200)
-            .read_write("set", "INT", json!({"pattern": "setpoint", "value": 18}), 200, Some("22")),
+            .read_write(
+                "set",
+                "INT",
+                json!({"pattern": "setpoint", "value": 18}),
+                200,
+                Some("22"),
+            ),
     )
     .await
     .unwrap();
@@ -56,9 +65,11 @@ async fn a_virtual_mapper_against_the_fake_edgecore() {
     })
     .await
     .unwrap();
-    edge.wait_for("online", wait, |e| (e.state("thermo")? == "online").then_some(()))
-        .await
-        .unwrap();
+    edge.wait_for("online", wait, |e| {
+        (e.state("thermo")? == "online").then_some(())
+    })
+    .await
+    .unwrap();
     // A new desired value through UpdateDevice.
     edge.set_desired("thermo", "set", "25").await.unwrap();
     edge.wait_for("new set-point", wait, |e| {

@@ -11,7 +11,8 @@ use serde_json::{Value as Json, json};
 
 /// The driver the tests open devices with (one pool, as in a mapper process).
 pub fn driver() -> &'static ModbusDriver {
-    static DRIVER: std::sync::LazyLock<ModbusDriver> = std::sync::LazyLock::new(ModbusDriver::default);
+    static DRIVER: std::sync::LazyLock<ModbusDriver> =
+        std::sync::LazyLock::new(ModbusDriver::default);
     &DRIVER
 }
 
@@ -297,7 +298,7 @@ pub async fn check_writes(d: &ModbusDevice) {
         Some(Float),
     );
     for text in ["21.7", "0.3", "6553.5"] {
-        let desired = Float.parse_value(text).unwrap();
+        let desired = mapper_sdk::parse_value(Float, text).unwrap();
         d.write(&setpoint, &desired)
             .await
             .unwrap_or_else(|e| panic!("write {text}: {e}"));
@@ -308,7 +309,7 @@ pub async fn check_writes(d: &ModbusDevice) {
         Some(Int),
     );
     assert_eq!(d.read(&raw).await.unwrap(), Value::Int(65535));
-    d.write(&setpoint, &Float.parse_value("21.7").unwrap())
+    d.write(&setpoint, &mapper_sdk::parse_value(Float, "21.7").unwrap())
         .await
         .unwrap();
     assert_eq!(d.read(&raw).await.unwrap(), Value::Int(217));

@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter.
+//! Exponential backoff with jitter: device reconnects (mapper-sdk), mapper
+//! registration, and edgecore-dmi's dispatch to unreachable mappers.
 
 use std::time::Duration;
 
@@ -7,14 +8,15 @@ use rand::RngExt;
 /// Doubles from `min` up to `max`; each delay is drawn uniformly from the upper
 /// half of the current step, so many devices failing together spread out.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    /// A backoff from `min` (first delay about `min`) doubling to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max,
@@ -22,7 +24,8 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    /// The next delay; each call doubles the step up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
         let factor = 1u32 << self.attempt.min(16);
         let step = self.min.saturating_mul(factor).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
@@ -31,7 +34,8 @@ impl Backoff {
         half + Duration::from_millis(jitter)
     }
 
-    pub(crate) fn reset(&mut self) {
+    /// Starts again from `min` (after a success).
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 }

@@ -1,0 +1,105 @@
+//! Between the hub and the embedded store: the store's records loaded into the
+//! hub at start, and the persister task that writes the hub's changed records
+//! back (at once when kicked, and at least every [`PERSIST_INTERVAL`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::key::ObjectKey;
+use crate::records::{MapperRecord, StoredDevice, StoredModel, TwinState};
+use crate::store::{Store, Table};
+
+/// How often reported twins are written to the store.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Opens the store at `path` (off the async threads).
+pub(crate) async fn open(path: PathBuf) -> anyhow::Result<Arc<Store>> {
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!("{e} (is another edgecore-dmi using this state directory?)")
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// The rows of `table`, decoded; unreadable rows are logged and skipped.
+fn decode_rows<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    table: Table,
+) -> anyhow::Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for (k, v) in store.scan(table)? {
+        match serde_json::from_slice(&v) {
+            Ok(t) => out.push((k, t)),
+            Err(e) => {
+                tracing::error!(record = %k, ?table, error = %e, "skipping unreadable stored record")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads what the store holds into `hub` (devices, models, mappers, twins),
+/// before the device source's first scan.
+pub(crate) async fn restore(store: &Arc<Store>, hub: &Hub) -> anyhow::Result<()> {
+    let s = store.clone();
+    let (devices, models, mappers, twins) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            Ok((
+                decode_rows::<StoredDevice>(&s, Table::Devices)?,
+                decode_rows::<StoredModel>(&s, Table::Models)?,
+                decode_rows::<MapperRecord>(&s, Table::Mappers)?,
+                decode_rows::<TwinState>(&s, Table::Twins)?,
+            ))
+        })
+        .await??;
+    tracing::info!(
+        devices = devices.len(),
+        models = models.len(),
+        mappers = mappers.len(),
+        "restored from the store"
+    );
+    hub.restore(
+        devices.into_iter().map(|(_, d)| Arc::new(d)).collect(),
+        models.into_iter().map(|(_, m)| Arc::new(m)).collect(),
+        mappers.into_iter().map(|(_, m)| m).collect(),
+        twins
+            .into_iter()
+            .map(|(k, t)| (ObjectKey::parse(&k), t))
+            .collect(),
+    );
+    Ok(())
+}
+
+/// Writes the hub's changed records to the store until `shutdown`, then once
+/// more. A failed write is logged; those changes are not retried (the next
+/// change of the same record writes it again).
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = hub.persist_needed() => false,
+            _ = tokio::time::sleep(PERSIST_INTERVAL) => false,
+        };
+        let ops = hub.take_dirty();
+        if !ops.is_empty() {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.apply(&ops)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "store write failed"),
+                Err(e) => tracing::error!(error = %e, "store writer panicked"),
+            }
+        }
+        if stop {
+            return Ok(());
+        }
+    }
+}
