@@ -29,7 +29,9 @@ fn decoding(c: &mut Criterion) {
         if dt != "string" {
             a.limit = None;
         }
-        ModbusDriver::default().prepare_address(&mut a, Some(PropertyType::Int)).unwrap();
+        ModbusDriver::default()
+            .prepare_address(&mut a, Some(PropertyType::Int))
+            .unwrap();
         let n = usize::from(a.register_count());
         c.bench_function(&format!("decode {dt}"), |b| {
             b.iter(|| decode_registers(black_box(&a), black_box(&words[..n])))
