@@ -28,6 +28,8 @@ tree_bans() {
 }
 tree_bans device-crds tonic
 tree_bans mapper-sdk kube k8s-openapi
+# The shared runtime support is below everything: no protocol, DMI or Kubernetes.
+tree_bans edge-rt tonic prost dmi-proto kube k8s-openapi device-crds
 for manifest in mappers/*/Cargo.toml; do
   tree_bans "$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)" kube k8s-openapi
 done

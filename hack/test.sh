@@ -18,8 +18,12 @@ bash hack/setup-test-env.sh
 if [ -z "${SKIP_LINT:-}" ]; then
   log "cargo fmt --check"
   cargo fmt --all -- --check
-  log "cargo clippy (all targets, warnings are errors)"
+  log "cargo clippy (all targets, warnings are errors; default, all and no default features)"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+  cargo clippy -p edgecore-dmi -p mapper-sdk --all-targets --no-default-features --locked -- -D warnings
+  log "edgecore-dmi builds without the kubernetes feature"
+  cargo build -p edgecore-dmi --no-default-features --locked
   log "cargo doc (warnings are errors)"
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
   log "layering: drivers never depend on gRPC, protobuf or Kubernetes"

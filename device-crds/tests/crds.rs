@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
     let update = std::env::var_os("UPDATE_CRDS").is_some();
     let mut stale = Vec::new();
     for (name, yaml) in device_crds::crd_files() {
