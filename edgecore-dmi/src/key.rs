@@ -16,6 +16,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The key of a namespaced object (a Device or a DeviceModel): `namespace/name`.
 ///
+/// The same identity as [`edge_rt::ObjectId`] (same default-namespace rule,
+/// conversions both ways), stored as one string so that 10 000 keys stay small
+/// and maps can be searched by `&str`.
+///
 /// It compares, orders and hashes exactly as its `namespace/name` text, and
 /// borrows as `str`, so maps keyed by it can be searched with a `&str`. It
 /// serializes as that text, which is also the key of its records in the store.
@@ -70,6 +74,17 @@ impl ObjectKey {
     /// The `namespace/name` text.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The same identity as an [`edge_rt::ObjectId`].
+    pub fn id(&self) -> edge_rt::ObjectId {
+        edge_rt::ObjectId::new(self.namespace(), self.name())
+    }
+}
+
+impl From<&edge_rt::ObjectId> for ObjectKey {
+    fn from(id: &edge_rt::ObjectId) -> Self {
+        Self::new(&id.namespace, &id.name)
     }
 }
 

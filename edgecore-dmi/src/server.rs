@@ -16,30 +16,59 @@ use crate::records::MapperRecord;
 pub use dmi_proto::rules::ALLOWED_STATES;
 use dmi_proto::rules::{TWIN_NAME_MAX, TWIN_VALUE_MAX, is_valid_twin_name, is_valid_twin_value};
 
-/// Checks one twin as stock EdgeCore does; the error names the property.
-pub fn validate_twin(t: &pb::Twin) -> Result<(), String> {
+/// Why a reported twin is refused (stock EdgeCore's devicetwin rules, spec §2.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TwinError {
+    /// The property name is empty, too long or outside the charset.
+    #[error("twin property name `{0}` must be 1-{TWIN_NAME_MAX} characters of [a-zA-Z0-9-_.,:/@#]")]
+    BadName(String),
+    /// `reported` is absent (stock EdgeCore would dereference nil).
+    #[error("twin {0} has no reported value")]
+    NoReported(String),
+    /// `observedDesired` is absent (stock EdgeCore would dereference nil).
+    #[error("twin {0} has no observedDesired")]
+    NoObservedDesired(String),
+    /// A value is too long or outside the charset.
+    #[error(
+        "twin {property} {half} value `{value}` must be at most {TWIN_VALUE_MAX} characters of [a-zA-Z0-9-_.,:/@#] (no spaces, quotes or braces)"
+    )]
+    BadValue {
+        /// Property name.
+        property: String,
+        /// `reported` or `observedDesired`.
+        half: &'static str,
+        /// The value sent.
+        value: String,
+    },
+}
+
+/// Checks one twin as stock EdgeCore does.
+///
+/// # Errors
+/// [`TwinError`] naming the property and what is wrong.
+pub fn validate_twin(t: &pb::Twin) -> Result<(), TwinError> {
     let name = &t.property_name;
     if !is_valid_twin_name(name) {
-        return Err(format!(
-            "twin property name `{name}` must be 1-{TWIN_NAME_MAX} characters of [a-zA-Z0-9-_.,:/@#]"
-        ));
+        return Err(TwinError::BadName(name.clone()));
     }
     let reported = t
         .reported
         .as_ref()
-        .ok_or_else(|| format!("twin {name} has no reported value"))?;
+        .ok_or_else(|| TwinError::NoReported(name.clone()))?;
     let desired = t
         .observed_desired
         .as_ref()
-        .ok_or_else(|| format!("twin {name} has no observedDesired"))?;
+        .ok_or_else(|| TwinError::NoObservedDesired(name.clone()))?;
     for (half, v) in [
         ("reported", &reported.value),
         ("observedDesired", &desired.value),
     ] {
         if !is_valid_twin_value(v) {
-            return Err(format!(
-                "twin {name} {half} value `{v}` must be at most {TWIN_VALUE_MAX} characters of [a-zA-Z0-9-_.,:/@#] (no spaces, quotes or braces)"
-            ));
+            return Err(TwinError::BadValue {
+                property: name.clone(),
+                half,
+                value: v.clone(),
+            });
         }
     }
     Ok(())
@@ -172,16 +201,21 @@ mod tests {
     fn twin_validation_matches_stock_rules() {
         assert!(validate_twin(&twin("temp", Some("21.5"), Some(""))).is_ok());
         assert_eq!(
-            validate_twin(&twin("temp", None, Some(""))).unwrap_err(),
+            validate_twin(&twin("temp", None, Some("")))
+                .unwrap_err()
+                .to_string(),
             "twin temp has no reported value"
         );
         assert_eq!(
-            validate_twin(&twin("temp", Some("1"), None)).unwrap_err(),
+            validate_twin(&twin("temp", Some("1"), None))
+                .unwrap_err()
+                .to_string(),
             "twin temp has no observedDesired"
         );
         assert!(
             validate_twin(&twin("temp", Some("a b"), Some("")))
                 .unwrap_err()
+                .to_string()
                 .contains("reported value `a b`")
         );
         assert!(validate_twin(&twin("temp", Some("{}"), Some(""))).is_err());
