@@ -117,7 +117,7 @@ pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError
 pub use mapper::{Mapper, SHUTDOWN_GRACE};
 pub use metrics::Metrics;
 pub use runtime::{DesiredOutcome, DeviceSnapshot, PropertySnapshot, Supervisor};
-pub use sample::{Quality, Sample};
+pub use sample::{Quality, Sample, SampleSink};
 pub use spec::{
     DEFAULT_CYCLE, DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE,
 };

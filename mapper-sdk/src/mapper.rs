@@ -17,6 +17,7 @@ use crate::driver::{Driver, DynDriver};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::runtime::Supervisor;
+use crate::sample::SampleSink;
 use crate::{dmi, twin};
 
 /// How long tasks get to finish after shutdown starts.
@@ -26,6 +27,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Mapper {
     config: MapperConfig,
     driver: Arc<dyn DynDriver>,
+    sinks: Vec<Arc<dyn SampleSink>>,
 }
 
 impl std::fmt::Debug for Mapper {
@@ -44,7 +46,18 @@ impl Mapper {
 
     /// A mapper of a type-erased driver (a plugin host).
     pub fn with_dyn(config: MapperConfig, driver: Arc<dyn DynDriver>) -> Self {
-        Self { config, driver }
+        Self {
+            config,
+            driver,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// Adds a consumer of every sample (push target, database, data panel).
+    #[must_use]
+    pub fn with_sink(mut self, sink: Arc<dyn SampleSink>) -> Self {
+        self.sinks.push(sink);
+        self
     }
 
     /// Serves until `shutdown` is cancelled, then stops every device and returns.
@@ -60,6 +73,7 @@ impl Mapper {
         let reporter = twin::Reporter::new(metrics.clone());
         let supervisor = Arc::new(Supervisor::new(
             self.driver,
+            self.sinks,
             cfg.runtime.clone(),
             reporter.clone(),
             metrics.clone(),

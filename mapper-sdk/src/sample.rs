@@ -63,3 +63,12 @@ impl Sample {
             .unwrap_or_default()
     }
 }
+
+/// A consumer of every sample, beside the twin engine and the snapshot: push
+/// targets, databases, a data panel. The runtime calls [`SampleSink::accept`]
+/// from the device's task right after each reading, so it must return quickly
+/// and never block: a sink buffers (boundedly) and does its I/O on its own task.
+pub trait SampleSink: Send + Sync + 'static {
+    /// One reading of `property` of `device`.
+    fn accept(&self, device: &crate::spec::ObjectId, property: &str, sample: &Sample);
+}

@@ -347,8 +347,13 @@ impl FakeEdgeCore {
     /// Runs a mapper of `driver` in this process against this EdgeCore until
     /// the returned token is cancelled (or this EdgeCore is dropped).
     pub fn spawn_mapper(&self, protocol: &str, driver: Arc<dyn DynDriver>) -> CancellationToken {
+        self.spawn(Mapper::with_dyn(self.mapper_config(protocol), driver))
+    }
+
+    /// Runs `mapper` (built with [`FakeEdgeCore::mapper_config`], with sinks
+    /// or other settings of your choice) until the returned token is cancelled.
+    pub fn spawn(&self, mapper: Mapper) -> CancellationToken {
         let token = self.shutdown.child_token();
-        let mapper = Mapper::with_dyn(self.mapper_config(protocol), driver);
         let t = token.clone();
         tokio::spawn(async move {
             if let Err(e) = mapper.run(t).await {

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mapper_sdk::testing::{FakeEdgeCore, TestDevice};
-use mapper_sdk::{DeviceClient, Driver, DriverResult, Pushed, Subscription, Value};
+use mapper_sdk::{
+    DeviceClient, Driver, DriverResult, Mapper, ObjectId, Pushed, Sample, SampleSink, Subscription,
+    Value,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -66,6 +69,19 @@ impl DeviceClient for NotifyingDevice {
     }
 }
 
+/// Records every sample it is given.
+#[derive(Default)]
+struct Recording(Mutex<Vec<(String, Option<Value>)>>);
+
+impl SampleSink for Recording {
+    fn accept(&self, device: &ObjectId, property: &str, sample: &Sample) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((format!("{device}/{property}"), sample.value.clone()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_values_become_twins_and_a_closed_stream_reconnects() {
     let edge = FakeEdgeCore::start().await.unwrap();
@@ -77,7 +93,9 @@ async fn pushed_values_become_twins_and_a_closed_stream_reconnects() {
     .await
     .unwrap();
     let driver = Notifying::default();
-    let _mapper = edge.spawn_mapper("notify", Arc::new(driver.clone()));
+    let sink = Arc::new(Recording::default());
+    let _mapper = edge
+        .spawn(Mapper::new(edge.mapper_config("notify"), driver.clone()).with_sink(sink.clone()));
     let wait = Duration::from_secs(10);
     let sender = edge
         .wait_for("subscription", wait, |_| {
@@ -103,6 +121,10 @@ async fn pushed_values_become_twins_and_a_closed_stream_reconnects() {
     .await
     .unwrap();
     assert_eq!(edge.state("button").as_deref(), Some("online"));
+    // The same samples reached the sink: pushed and polled alike.
+    let seen = sink.0.lock().unwrap().clone();
+    assert!(seen.contains(&("default/button/pressed".into(), Some(Value::Int(5)))));
+    assert!(seen.contains(&("default/button/battery".into(), Some(Value::Int(1)))));
     // The stream ends: the device reconnects and subscribes again.
     drop(sender);
     driver.senders.lock().unwrap().clear();

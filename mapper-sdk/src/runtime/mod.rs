@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::config::RuntimeConfig;
 use crate::driver::DynDriver;
 use crate::metrics::Metrics;
+use crate::sample::SampleSink;
 use crate::spec::{DeviceModel, DeviceSpec, ObjectId};
 use crate::twin::Reporter;
 
@@ -53,6 +54,7 @@ struct State {
 /// All devices and models of one mapper; see the module docs.
 pub struct Supervisor {
     driver: Arc<dyn DynDriver>,
+    sinks: Arc<[Arc<dyn SampleSink>]>,
     state: Mutex<State>,
     runtime: RuntimeConfig,
     reporter: Reporter,
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Supervisor {
 impl Supervisor {
     pub(crate) fn new(
         driver: Arc<dyn DynDriver>,
+        sinks: Vec<Arc<dyn SampleSink>>,
         runtime: RuntimeConfig,
         reporter: Reporter,
         metrics: Arc<Metrics>,
@@ -84,6 +87,7 @@ impl Supervisor {
     ) -> Self {
         Self {
             driver,
+            sinks: sinks.into(),
             state: Mutex::new(State::default()),
             runtime,
             reporter,
@@ -184,6 +188,7 @@ impl Supervisor {
         *entry.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = DeviceSnapshot::default();
         let ctx = task::DeviceCtx {
             driver: self.driver.clone(),
+            sinks: self.sinks.clone(),
             spec: spec.clone(),
             model: model.clone(),
             runtime: self.runtime.clone(),

@@ -16,7 +16,7 @@ use crate::driver::{DeviceState, DynClient, DynDriver, ErasedAddress, PushStream
 use crate::error::DriverError;
 use crate::link::{Standing, with_deadline};
 use crate::metrics::{DeviceLabel, Metrics, OutcomeLabel};
-use crate::sample::{Quality, Sample};
+use crate::sample::{Quality, Sample, SampleSink};
 use crate::spec::{DeviceModel, DeviceSpec, ModelProperty};
 use crate::twin::{Reporter, TwinUpdate};
 use crate::value::{AccessMode, PropertyType, Value, sanitize_twin_value};
@@ -25,6 +25,8 @@ use edge_rt::Backoff;
 /// Everything a device task needs.
 pub(crate) struct DeviceCtx {
     pub(crate) driver: Arc<dyn DynDriver>,
+    /// Consumers of every sample besides the twin engine and the snapshot.
+    pub(crate) sinks: Arc<[Arc<dyn SampleSink>]>,
     pub(crate) spec: Arc<DeviceSpec>,
     pub(crate) model: Arc<DeviceModel>,
     pub(crate) runtime: RuntimeConfig,
@@ -584,6 +586,9 @@ impl DeviceTask {
     /// reported to the cloud, the twin engine.
     fn consume(&self, i: usize, sample: &Sample, tick: &mut Tick) {
         let p = &self.props[i];
+        for sink in self.ctx.sinks.iter() {
+            sink.accept(&self.ctx.spec.id, &p.name, sample);
+        }
         {
             let mut snap = lock(&self.ctx.snapshot);
             let entry = &mut snap.properties[p.slot];
