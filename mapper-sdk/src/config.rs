@@ -59,6 +59,11 @@ pub struct CommonConfig {
     /// Data panel HTTP port (text, as upstream writes it).
     #[serde(default)]
     pub http_port: Option<String>,
+    /// Address the HTTP port binds to (an extension of this project; default
+    /// `127.0.0.1`: metrics stay on the node unless an address is given, e.g.
+    /// `0.0.0.0` for all interfaces).
+    #[serde(default)]
+    pub http_bind: Option<std::net::IpAddr>,
 }
 
 /// `runtime` section (extension).
@@ -123,7 +128,8 @@ pub struct Flags {
     /// HTTP port for /metrics (overrides common.http_port).
     #[arg(long)]
     pub http_port: Option<u16>,
-    /// Address for the HTTP port.
+    /// Address for the HTTP port (overrides common.http_bind; default
+    /// 127.0.0.1, `0.0.0.0` for all interfaces).
     #[arg(long)]
     pub http_bind: Option<std::net::IpAddr>,
     /// Log filter, e.g. `info` or `mapper_sdk=debug` (RUST_LOG also works).
@@ -148,7 +154,9 @@ pub struct MapperConfig {
     pub edgecore_sock: PathBuf,
     /// HTTP port for `/metrics` (mapper-framework's data panel port); none: off.
     pub http_port: Option<u16>,
-    /// Address the HTTP port binds to (all interfaces, as mapper-framework).
+    /// Address the HTTP port binds to. Loopback unless configured: the
+    /// endpoint has no authentication, and mappers often run with
+    /// `hostNetwork` on a plant network.
     pub http_bind: std::net::IpAddr,
     /// Runtime tuning.
     pub runtime: RuntimeConfig,
@@ -168,7 +176,7 @@ impl MapperConfig {
             socket_path: PathBuf::from(format!("/etc/kubeedge/{protocol}.sock")),
             edgecore_sock: PathBuf::from(DEFAULT_EDGECORE_SOCK),
             http_port: None,
-            http_bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            http_bind: std::net::IpAddr::from([127, 0, 0, 1]),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -200,6 +208,9 @@ impl MapperConfig {
                     origin.display()
                 ))
             })?);
+        }
+        if let Some(b) = file.common.http_bind {
+            c.http_bind = b;
         }
         if let Some(r) = file.runtime {
             c.runtime = r;
@@ -269,6 +280,20 @@ impl MapperConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_bind_to_loopback_unless_configured() {
+        let c = MapperConfig::for_protocol("modbus");
+        assert_eq!(c.http_bind, std::net::IpAddr::from([127, 0, 0, 1]));
+        let c = MapperConfig::from_yaml(
+            "modbus",
+            "common:\n  http_port: \"7777\"\n  http_bind: 0.0.0.0\n",
+            std::path::Path::new("config.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.http_bind, std::net::IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(c.http_port, Some(7777));
+    }
 
     #[test]
     fn reads_mapper_framework_config() {
