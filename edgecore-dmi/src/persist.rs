@@ -16,13 +16,19 @@ use crate::store::{Store, Table};
 /// How often reported twins are written to the store.
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Opens the store at `path` (off the async threads).
+/// Opens the store at `path` (off the async threads). A damaged store is
+/// moved aside and replaced by an empty one ([`Store::open_or_recover`]);
+/// the state is then rebuilt from the device source and the mappers, and an
+/// error says so.
 pub(crate) async fn open(path: PathBuf) -> anyhow::Result<Arc<Store>> {
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
-        .await?
-        .map_err(|e| {
-            anyhow::anyhow!("{e} (is another edgecore-dmi using this state directory?)")
-        })?;
+    let (store, recovered) =
+        tokio::task::spawn_blocking(move || Store::open_or_recover(&path)).await??;
+    if let Some(r) = recovered {
+        tracing::error!(
+            moved_to = %r.moved_to.display(), reason = %r.reason,
+            "the store was damaged; it was moved aside and a new one created: devices come back from the device source, mappers when they register again, reported twins from their next reports"
+        );
+    }
     Ok(Arc::new(store))
 }
 

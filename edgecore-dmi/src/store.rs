@@ -50,6 +50,19 @@ pub enum Op {
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process (another edgecore-dmi) has the store open.
+    #[error(
+        "store {0} is open in another process (is another edgecore-dmi using this state directory?)"
+    )]
+    InUse(String),
+    /// The file is damaged: it could not be opened or read back.
+    #[error("store {path} is damaged: {reason}")]
+    Damaged {
+        /// The store file.
+        path: String,
+        /// What failed (the redb error, or the panic it raised).
+        reason: String,
+    },
     /// The database could not be opened, read or written.
     #[error("store {path}: {source}")]
     Db {
@@ -68,9 +81,74 @@ pub struct Store {
     path: String,
 }
 
+/// What [`Store::open_or_recover`] did with a damaged store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Where the damaged file was moved.
+    pub moved_to: std::path::PathBuf,
+    /// Why it was taken for damaged.
+    pub reason: String,
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
 impl Store {
+    /// Opens the store at `path` and reads every table once to prove it is
+    /// sound. A store another process holds is an error ([`StoreError::InUse`]);
+    /// a damaged one (it fails to open or to read, or redb panics on it) is
+    /// moved aside to `<path>.damaged-<unix seconds>` and a new, empty store is
+    /// created in its place: edgecore-dmi then rebuilds its state from the
+    /// device source and the mappers' registrations, instead of crash-looping
+    /// on its own file.
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`]; [`StoreError::Db`] when even a new store cannot
+    /// be created (directory not writable, disk full).
+    pub fn open_or_recover(path: &Path) -> Result<(Self, Option<Recovered>), StoreError> {
+        let attempt = std::panic::catch_unwind(|| {
+            let s = Self::open(path)?;
+            for t in Table::ALL {
+                s.scan(t).map_err(|e| StoreError::Damaged {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+            Ok::<_, StoreError>(s)
+        });
+        let reason = match attempt {
+            Ok(Ok(s)) => return Ok((s, None)),
+            Ok(Err(StoreError::InUse(p))) => return Err(StoreError::InUse(p)),
+            Ok(Err(e)) => e.to_string(),
+            Err(p) => format!("reading it panicked: {}", panic_text(p)),
+        };
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".damaged-{stamp}"));
+        let aside = std::path::PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| StoreError::Db {
+            path: path.display().to_string(),
+            source: redb::Error::Io(e),
+        })?;
+        let s = Self::open(path)?;
+        Ok((
+            s,
+            Some(Recovered {
+                moved_to: aside,
+                reason,
+            }),
+        ))
+    }
+
     /// Opens (creating if needed) the store at `path`. Fails if another process
-    /// has it open.
+    /// has it open ([`StoreError::InUse`]) or the file cannot be opened.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let p = path.display().to_string();
         let err = |e: redb::Error| StoreError::Db {
@@ -81,10 +159,14 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| err(redb::Error::Io(e)))?;
         }
         // A small page cache: the store holds little and is read at start only.
-        let db = redb::Builder::new()
+        let db = match redb::Builder::new()
             .set_cache_size(STORE_CACHE)
             .create(path)
-            .map_err(|e| err(e.into()))?;
+        {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse(p)),
+            Err(e) => return Err(err(e.into())),
+        };
         let w = db.begin_write().map_err(|e| err(e.into()))?;
         for t in Table::ALL {
             w.open_table(t.def()).map_err(|e| err(e.into()))?;
@@ -168,6 +250,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let _first = Store::open(&path).unwrap();
-        assert!(Store::open(&path).is_err());
+        assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))));
+        // In use is not damage: nothing is moved aside.
+        assert!(matches!(
+            Store::open_or_recover(&path),
+            Err(StoreError::InUse(_))
+        ));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    fn filled(path: &Path) -> u64 {
+        let s = Store::open(path).unwrap();
+        let ops: Vec<Op> = (0..2000)
+            .map(|i| Op::Put(Table::Twins, format!("ns/d{i}"), vec![b'x'; 300]))
+            .collect();
+        s.apply(&ops).unwrap();
+        drop(s);
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    #[test]
+    fn a_truncated_store_is_moved_aside_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let size = filled(&path);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(size / 2).unwrap();
+        drop(f);
+        // The first start recovers; the next finds a sound store.
+        for first in [true, false] {
+            let (s, rec) = Store::open_or_recover(&path).unwrap();
+            assert_eq!(rec.is_some(), first, "{rec:?}");
+            if let Some(r) = rec {
+                assert!(r.moved_to.exists(), "{r:?}");
+                assert!(r.moved_to.to_string_lossy().contains(".damaged-"));
+            }
+            assert!(s.scan(Table::Twins).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_store_with_a_damaged_header_is_moved_aside_and_replaced() {
+        use std::io::{Seek, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        filled(&path);
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&[0xff; 8]).unwrap();
+        drop(f);
+        let (s, rec) = Store::open_or_recover(&path).unwrap();
+        let rec = rec.expect("damage was noticed");
+        assert!(!rec.reason.contains("another"), "{}", rec.reason);
+        s.apply(&[Op::Put(Table::Devices, "ns/a".into(), b"1".to_vec())])
+            .unwrap();
     }
 }
