@@ -59,6 +59,7 @@ pub(crate) async fn run(
                 return;
             };
             let mut unreachable = None;
+            let mut timeouts = 0;
             for action in plan.actions {
                 let res = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -66,8 +67,24 @@ pub(crate) async fn run(
                 };
                 match res {
                     Ok(()) => {
+                        timeouts = 0;
                         tracing::info!(mapper = %name, action = %describe(&action), "delivered");
                         hub.action_done(&name, &action);
+                    }
+                    Err(s) if is_timeout(&s) && timeouts == 0 => {
+                        // One call without an answer: that device's problem
+                        // (a mapper stuck on it), held back like a refusal,
+                        // unless the next call times out too.
+                        timeouts += 1;
+                        tracing::warn!(
+                            mapper = %name, action = %describe(&action), error = %s.message(),
+                            "no answer in time; other devices go on, this one is offered again later"
+                        );
+                        hub.action_refused(
+                            &name,
+                            &action,
+                            format!("no answer in time ({})", s.message()),
+                        );
                     }
                     Err(s) => match classify(&s) {
                         ErrorClass::Transport | ErrorClass::Throttled => {
@@ -75,6 +92,7 @@ pub(crate) async fn run(
                             break;
                         }
                         ErrorClass::Refused => {
+                            timeouts = 0;
                             tracing::warn!(
                                 mapper = %name, action = %describe(&action), code = ?s.code(),
                                 error = %s.message(), "mapper refused; other devices go on, this one is offered again later"
@@ -87,7 +105,9 @@ pub(crate) async fn run(
             if let Some(e) = unreachable {
                 let delay = backoff.next_delay();
                 tracing::warn!(mapper = %name, retry_in = ?delay, "mapper unreachable: {e}");
-                hub.mapper_unreachable(&name, e);
+                if hub.mapper_unreachable(&name, e) {
+                    return;
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -95,6 +115,15 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// A call that reached the mapper but got no answer in time (tonic's own
+/// request timeout reports `Cancelled` "Timeout expired"; a server deadline is
+/// `DeadlineExceeded`).
+fn is_timeout(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::DeadlineExceeded
+        || (s.code() == tonic::Code::Cancelled
+            && s.message().to_ascii_lowercase().contains("timeout"))
 }
 
 /// Makes the call for one action.

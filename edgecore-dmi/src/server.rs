@@ -74,6 +74,14 @@ pub fn validate_twin(t: &pb::Twin) -> Result<(), TwinError> {
     Ok(())
 }
 
+/// Longest mapper name, protocol, version or state text, bytes (a Kubernetes
+/// name is at most 253).
+pub const MAX_MAPPER_FIELD: usize = 253;
+/// Longest mapper socket path, bytes: what a Unix socket address can hold
+/// (`sun_path` is 108 bytes with its terminating NUL); a longer one could not
+/// be dialled.
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// The server.
 #[derive(Debug, Clone)]
 pub struct ManagerService {
@@ -81,7 +89,13 @@ pub struct ManagerService {
 }
 
 fn report_status(e: ReportError) -> Status {
-    Status::not_found(e.to_string())
+    match e {
+        ReportError::UnknownDevice(_) => Status::not_found(e.to_string()),
+        _ => {
+            tracing::warn!("refused report: {e}");
+            Status::invalid_argument(e.to_string())
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -94,6 +108,21 @@ impl DeviceManagerService for ManagerService {
         let m = req
             .mapper
             .ok_or_else(|| Status::invalid_argument("MapperRegister without mapper info"))?;
+        // Bounded before anything is logged, kept or stored.
+        for (field, len, max) in [
+            ("name", m.name.len(), MAX_MAPPER_FIELD),
+            ("protocol", m.protocol.len(), MAX_MAPPER_FIELD),
+            ("version", m.version.len(), MAX_MAPPER_FIELD),
+            ("api_version", m.api_version.len(), MAX_MAPPER_FIELD),
+            ("state", m.state.len(), MAX_MAPPER_FIELD),
+            ("address", m.address.len(), MAX_SOCKET_PATH),
+        ] {
+            if len > max {
+                return Err(Status::invalid_argument(format!(
+                    "mapper {field} is {len} bytes; at most {max}"
+                )));
+            }
+        }
         if m.protocol.trim().is_empty() {
             return Err(Status::invalid_argument(format!(
                 "mapper `{}` has an empty protocol",
@@ -121,6 +150,9 @@ impl DeviceManagerService for ManagerService {
             state: m.state,
             registered_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
+        self.hub
+            .admit_mapper(&record.name)
+            .map_err(Status::resource_exhausted)?;
         tracing::info!(mapper = %record.name, protocol = %record.protocol, address = %record.address, with_data = req.with_data, "mapper registered");
         let (model_list, device_list) = self.hub.register_mapper(record, req.with_data);
         Ok(Response::new(pb::MapperRegisterResponse {

@@ -40,6 +40,12 @@ use tokio::time::Instant;
 /// its deadline; past it the call times out like any other.
 pub const MAX_LINK_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a device that has not answered yet waits on a free link for
+/// others to line up before the turn is given out by standing (so that at
+/// start, when every device asks at once, the order is the start order rather
+/// than whichever task ran first).
+pub const GATHER: Duration = Duration::from_millis(20);
+
 /// Time spent waiting for link turns during one driver call.
 #[derive(Debug, Default)]
 pub(crate) struct WaitClock {
@@ -217,13 +223,13 @@ impl<T> SharedLink<T> {
             },
             |c| c.standing,
         );
-        let (ticket, wait) = {
+        let (ticket, wait, gather) = {
             let mut s = self.sched();
             let ticket = s.next_ticket;
             s.next_ticket += 1;
-            if s.holder.is_none() && s.waiters.is_empty() {
+            if s.holder.is_none() && s.waiters.is_empty() && standing.responsive {
                 s.holder = Some(ticket);
-                (ticket, None)
+                (ticket, None, false)
             } else {
                 let (tx, rx) = oneshot::channel();
                 s.waiters.push_back(Waiter {
@@ -231,7 +237,12 @@ impl<T> SharedLink<T> {
                     standing,
                     wake: tx,
                 });
-                (ticket, Some(rx))
+                let free = s.holder.is_none();
+                if free && standing.responsive {
+                    // Nobody holds the link: hand it out now (to the best waiter).
+                    s.pass();
+                }
+                (ticket, Some(rx), free && !standing.responsive)
             }
         };
         let mut pending = Pending {
@@ -242,6 +253,13 @@ impl<T> SharedLink<T> {
         if let Some(rx) = wait {
             if let Some(c) = &ctx {
                 c.clock.start();
+            }
+            if gather {
+                tokio::time::sleep(GATHER).await;
+                let mut s = self.sched();
+                if s.holder.is_none() {
+                    s.pass();
+                }
             }
             let _ = rx.await;
             if let Some(c) = &ctx {
@@ -272,6 +290,10 @@ impl<T> Drop for Pending<'_, T> {
             s.pass();
         } else {
             s.waiters.retain(|w| w.ticket != self.ticket);
+            // It may have been the one gathering for a free link.
+            if s.holder.is_none() {
+                s.pass();
+            }
         }
     }
 }
@@ -394,5 +416,25 @@ mod tests {
         })
         .await;
         assert_eq!(r, None);
+    }
+    #[tokio::test(start_paused = true)]
+    async fn at_start_devices_nothing_is_known_of_go_in_start_order() {
+        let link = Arc::new(SharedLink::new(Vec::<u64>::new()));
+        let mut tasks = Vec::new();
+        // Started in order 1..=5, but asking in reverse order on a free link.
+        for seq in (1..=5u64).rev() {
+            let link = link.clone();
+            tasks.push(tokio::spawn(scoped(ctx(false, 0, seq), async move {
+                let mut t = link.turn().await;
+                t.push(seq);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            })));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap_or_default();
+        }
+        let order = link.turn().await.clone();
+        assert_eq!(order, [1, 2, 3, 4, 5]);
     }
 }

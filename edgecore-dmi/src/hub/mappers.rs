@@ -42,7 +42,16 @@ pub(super) struct MapperLink {
     pub(super) refused_models: HashMap<ObjectKey, Refusal>,
     /// Why the mapper could not be reached, until it answers again.
     pub(super) last_error: Option<String>,
+    /// Since when it has been unreachable without a break.
+    pub(super) unreachable_since: Option<Instant>,
 }
+
+/// Most mapper records kept. A node runs one mapper per protocol, a few at
+/// most; the bound keeps a peer from filling memory and the store with names.
+pub const MAX_MAPPERS: usize = 64;
+/// A mapper unreachable this long without a break is forgotten (its record
+/// leaves the store; it comes back when it registers again).
+pub const MAPPER_EXPIRY: Duration = Duration::from_secs(600);
 
 /// A mapper's answer "no" to one device or model.
 #[derive(Debug, Clone)]
@@ -100,6 +109,7 @@ impl Hub {
             }
             link.record = record.clone();
             link.last_error = None;
+            link.unreachable_since = None;
             let kick = link.kick.clone();
             st.dirty.insert(Dirty::Mapper(record.name));
             return kick;
@@ -118,6 +128,7 @@ impl Hub {
             refused_devices: HashMap::new(),
             refused_models: HashMap::new(),
             last_error: None,
+            unreachable_since: None,
         };
         st.mappers.insert(name.clone(), link);
         if registered {
@@ -173,11 +184,54 @@ impl Hub {
         (models, devices)
     }
 
-    /// Records that mapper `name` could not be reached.
-    pub(crate) fn mapper_unreachable(&self, name: &str, error: String) {
-        if let Some(link) = self.lock().mappers.get_mut(name) {
-            link.last_error = Some(error);
+    /// Makes room for a registration of `name`: a known name always fits;
+    /// a new one fits while fewer than [`MAX_MAPPERS`] are kept, or by
+    /// forgetting the mapper that has been unreachable longest.
+    ///
+    /// # Errors
+    /// When all [`MAX_MAPPERS`] records are of reachable mappers.
+    pub(crate) fn admit_mapper(&self, name: &str) -> Result<(), String> {
+        let mut st = self.lock();
+        if st.mappers.contains_key(name) || st.mappers.len() < MAX_MAPPERS {
+            return Ok(());
         }
+        let oldest = st
+            .mappers
+            .iter()
+            .filter_map(|(n, l)| l.unreachable_since.map(|t| (t, n.clone())))
+            .min();
+        match oldest {
+            Some((_, evict)) => {
+                tracing::warn!(mapper = %evict, "forgetting an unreachable mapper to make room for {name}");
+                st.mappers.remove(&evict);
+                st.dirty.insert(Dirty::Mapper(evict));
+                Ok(())
+            }
+            None => Err(format!(
+                "this node already has {MAX_MAPPERS} mappers registered, all reachable"
+            )),
+        }
+    }
+
+    /// Records that mapper `name` could not be reached. Returns true when it
+    /// has been unreachable for [`MAPPER_EXPIRY`] and was therefore forgotten
+    /// (its dispatcher should stop).
+    pub(crate) fn mapper_unreachable(&self, name: &str, error: String) -> bool {
+        let mut st = self.lock();
+        let Some(link) = st.mappers.get_mut(name) else {
+            return true;
+        };
+        link.last_error = Some(error);
+        let since = *link.unreachable_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < MAPPER_EXPIRY {
+            return false;
+        }
+        tracing::warn!(mapper = %name, after = ?MAPPER_EXPIRY, "mapper unreachable for too long; forgetting it until it registers again");
+        st.mappers.remove(name);
+        st.dirty.insert(Dirty::Mapper(name.to_owned()));
+        drop(st);
+        self.persist_kick.notify_one();
+        true
     }
 
     /// The client of mapper `name`.
@@ -308,5 +362,37 @@ mod tests {
         assert!(wait <= REFUSAL_RETRY_MAX && wait > REFUSAL_RETRY_MAX / 2);
         let other = Refusal::next(Some(&r), 8, "no".into());
         assert_eq!(other.attempts, 1);
+    }
+    #[tokio::test]
+    async fn the_mapper_registry_is_bounded_and_forgets_long_unreachable_mappers() {
+        let hub = hub();
+        let named = |n: usize| MapperRecord {
+            name: format!("m{n}"),
+            ..record()
+        };
+        for n in 0..MAX_MAPPERS {
+            hub.admit_mapper(&format!("m{n}")).unwrap();
+            hub.register_mapper(named(n), false);
+        }
+        // Full of reachable mappers: a new name is refused, a known one admitted.
+        assert!(hub.admit_mapper("newcomer").is_err());
+        hub.admit_mapper("m3").unwrap();
+        // An unreachable one makes room.
+        assert!(!hub.mapper_unreachable("m7", "connection refused".into()));
+        hub.admit_mapper("newcomer").unwrap();
+        assert_eq!(hub.status().mappers.len(), MAX_MAPPERS - 1);
+        assert!(hub.status().mappers.iter().all(|m| m.record.name != "m7"));
+        // Unreachable past the expiry: forgotten, and its record leaves the store.
+        assert!(!hub.mapper_unreachable("m8", "connection refused".into()));
+        if let Some(l) = hub.lock().mappers.get_mut("m8") {
+            l.unreachable_since = Some(Instant::now() - MAPPER_EXPIRY);
+        }
+        assert!(hub.mapper_unreachable("m8", "connection refused".into()));
+        assert!(hub.status().mappers.iter().all(|m| m.record.name != "m8"));
+        let ops = hub.take_dirty();
+        assert!(
+            ops.iter().any(|op| matches!(op, crate::store::Op::Delete(crate::store::Table::Mappers, k) if k == "m8")),
+            "{ops:?}"
+        );
     }
 }

@@ -42,8 +42,11 @@ use self::mappers::MapperLink;
 use self::persist::Dirty;
 
 pub(crate) use self::mappers::NewMapperHook;
+pub use self::mappers::{MAPPER_EXPIRY, MAX_MAPPERS};
 pub(crate) use self::plan::Action;
-pub use self::twins::{ReportError, desired_status};
+pub use self::twins::{
+    MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE, ReportError, desired_status,
+};
 
 /// Everything the hub knows, behind its one lock.
 #[derive(Default)]

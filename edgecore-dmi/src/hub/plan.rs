@@ -39,9 +39,14 @@ pub(crate) enum Action {
 }
 
 impl Hub {
-    /// The calls that bring mapper `name` up to date. Devices and models the
-    /// mapper refused are left out until their retry time (or until they change),
-    /// so one refusal never holds up the others.
+    /// The calls that bring mapper `name` up to date.
+    ///
+    /// * Devices and models the mapper refused are left out until their retry
+    ///   time (or until they change), so one refusal never holds up the others.
+    /// * Devices of a model the mapper refused wait for that model: a Go
+    ///   mapper would spend seconds on each before refusing it too.
+    /// * Fresh work goes first, retries of refused calls last, so a device
+    ///   that keeps failing never delays the others.
     pub(crate) fn plan(&self, name: &str) -> Plan {
         let st = self.lock();
         let Some(link) = st.mappers.get(name) else {
@@ -58,33 +63,54 @@ impl Hub {
         };
         let wanted = Self::wanted_for(&st, &link.record.protocol);
         let mut actions = Vec::new();
+        let mut retries = Vec::new();
         let mut planned_models = HashSet::new();
+        let mut waiting_models = HashSet::new();
         let mut keep = HashSet::new();
         let model = |mk: &ObjectKey| st.models.get(mk).map(|m| m.proto.clone());
         for w in wanted {
             keep.insert(w.device.clone());
             let mk = w.model;
-            if planned_models.insert(mk.clone())
-                && !held(link.refused_models.get(&mk), w.model_fingerprint)
-            {
-                match link.sent_models.get(&mk) {
-                    None => actions.extend(model(&mk).map(|m| Action::CreateModel(mk.clone(), m))),
-                    Some(old) if *old != w.model_fingerprint => {
-                        actions.extend(model(&mk).map(|m| Action::UpdateModel(mk.clone(), m)))
+            if planned_models.insert(mk.clone()) {
+                let model_sent = link.sent_models.get(&mk) == Some(&w.model_fingerprint);
+                if held(link.refused_models.get(&mk), w.model_fingerprint) {
+                    if !link.sent_models.contains_key(&mk) {
+                        waiting_models.insert(mk.clone());
                     }
-                    Some(_) => {}
+                } else if !model_sent {
+                    let queue = if link.refused_models.contains_key(&mk) {
+                        &mut retries
+                    } else {
+                        &mut actions
+                    };
+                    match link.sent_models.get(&mk) {
+                        None => {
+                            queue.extend(model(&mk).map(|m| Action::CreateModel(mk.clone(), m)))
+                        }
+                        Some(_) => {
+                            queue.extend(model(&mk).map(|m| Action::UpdateModel(mk.clone(), m)))
+                        }
+                    }
                 }
+            }
+            if waiting_models.contains(&mk) {
+                continue;
             }
             let k = w.device;
             if held(link.refused_devices.get(&k), w.device_fingerprint) {
                 continue;
             }
+            let queue = if link.refused_devices.contains_key(&k) {
+                &mut retries
+            } else {
+                &mut actions
+            };
             match link.sent_devices.get(&k) {
-                None => actions.extend(
+                None => queue.extend(
                     self.device_proto(&st, &k)
                         .map(|d| Action::Register(k.clone(), d)),
                 ),
-                Some(old) if *old != w.device_fingerprint => actions.extend(
+                Some(old) if *old != w.device_fingerprint => queue.extend(
                     self.device_proto(&st, &k)
                         .map(|d| Action::Update(k.clone(), d)),
                 ),
@@ -101,6 +127,7 @@ impl Hub {
         {
             actions.push(Action::RemoveModel(k.clone()));
         }
+        actions.append(&mut retries);
         Plan {
             actions,
             next_retry,
@@ -114,6 +141,7 @@ impl Hub {
             return;
         };
         link.last_error = None;
+        link.unreachable_since = None;
         match action {
             Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
                 link.sent_models.insert(k.clone(), fingerprint(m));
@@ -149,6 +177,7 @@ impl Hub {
             return;
         };
         link.last_error = None;
+        link.unreachable_since = None;
         match action {
             Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
                 let r = Refusal::next(link.refused_models.get(k), fingerprint(m), reason);

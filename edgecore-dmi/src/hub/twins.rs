@@ -10,12 +10,73 @@ use super::persist::Dirty;
 use crate::key::ObjectKey;
 use crate::records::{TwinRecord, TwinState};
 
+/// Most metadata entries kept per twin half.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// Longest metadata key, bytes.
+pub const MAX_METADATA_KEY: usize = 64;
+/// Longest metadata value, bytes.
+pub const MAX_METADATA_VALUE: usize = 1024;
+
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// The device is not on this node.
     #[error("device {0} is not known to this node")]
     UnknownDevice(ObjectKey),
+    /// Twins for properties the device does not declare.
+    #[error("device {device} declares no propert{} {}", if names.len() == 1 { "y" } else { "ies" }, names.join(", "))]
+    UndeclaredProperties {
+        /// The device.
+        device: ObjectKey,
+        /// The properties named in the report that it does not declare (at
+        /// most 10 are listed).
+        names: Vec<String>,
+    },
+    /// Metadata too large: more than [`MAX_METADATA_ENTRIES`] entries, or a
+    /// key or value over [`MAX_METADATA_KEY`] / [`MAX_METADATA_VALUE`] bytes.
+    #[error("device {device} property {property}: {what}")]
+    Metadata {
+        /// The device.
+        device: ObjectKey,
+        /// The property.
+        property: String,
+        /// What is too large.
+        what: String,
+    },
+}
+
+fn check_metadata(
+    device: &ObjectKey,
+    property: &str,
+    half: &str,
+    m: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ReportError> {
+    let bad = |what: String| ReportError::Metadata {
+        device: device.clone(),
+        property: property.to_owned(),
+        what,
+    };
+    if m.len() > MAX_METADATA_ENTRIES {
+        return Err(bad(format!(
+            "{half}.metadata has {} entries (at most {MAX_METADATA_ENTRIES})",
+            m.len()
+        )));
+    }
+    for (k, v) in m {
+        if k.len() > MAX_METADATA_KEY {
+            return Err(bad(format!(
+                "{half}.metadata key of {} bytes (at most {MAX_METADATA_KEY})",
+                k.len()
+            )));
+        }
+        if v.len() > MAX_METADATA_VALUE {
+            return Err(bad(format!(
+                "{half}.metadata `{k}` of {} bytes (at most {MAX_METADATA_VALUE})",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the epoch.
@@ -55,8 +116,34 @@ impl Hub {
         twins: Vec<pb::Twin>,
     ) -> Result<(), ReportError> {
         let mut st = self.lock();
-        if !st.devices.contains_key(&k) {
+        let Some(entry) = st.devices.get(&k) else {
             return Err(ReportError::UnknownDevice(k));
+        };
+        // Only what the device declares is kept: a peer cannot grow the node's
+        // state (or its store records) with properties of its own invention.
+        let declared = &entry.stored.crd.spec.properties;
+        let undeclared: Vec<String> = twins
+            .iter()
+            .filter(|t| !declared.iter().any(|p| p.name == t.property_name))
+            .map(|t| t.property_name.clone())
+            .take(10)
+            .collect();
+        if !undeclared.is_empty() {
+            return Err(ReportError::UndeclaredProperties {
+                device: k,
+                names: undeclared,
+            });
+        }
+        let empty = std::collections::BTreeMap::new();
+        for t in &twins {
+            let halves = [
+                ("reported", t.reported.as_ref()),
+                ("observedDesired", t.observed_desired.as_ref()),
+            ];
+            for (half, h) in halves {
+                let m = h.map_or(&empty, |h| &h.metadata);
+                check_metadata(&k, &t.property_name, half, m)?;
+            }
         }
         let now = now_ms();
         let state = st.twins.entry(k.clone()).or_default();
@@ -227,6 +314,51 @@ mod tests {
         ));
         assert_eq!(hub.twin_state("default/ghost"), None);
         assert!(hub.take_status_dirty().is_empty());
+    }
+
+    #[test]
+    fn twins_of_undeclared_properties_and_oversized_metadata_are_refused() {
+        let hub = hub();
+        snapshot(&hub, &format!("{NODE}{}", device("a", "1")));
+        // A peer cannot add properties of its own invention.
+        let err = hub
+            .report_twins(key("a"), vec![pb_twin("set", "1"), pb_twin("x1", "1")])
+            .unwrap_err();
+        assert_eq!(err.to_string(), "device default/a declares no property x1");
+        assert!(
+            hub.twin_state("default/a")
+                .unwrap_or_default()
+                .twins
+                .is_empty()
+        );
+        // Metadata is bounded in entries, key and value size.
+        let mut big = pb_twin("set", "1");
+        if let Some(r) = big.reported.as_mut() {
+            r.metadata
+                .insert("note".into(), "x".repeat(MAX_METADATA_VALUE + 1));
+        }
+        let err = hub.report_twins(key("a"), vec![big]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("reported.metadata `note` of 1025 bytes"),
+            "{err}"
+        );
+        let mut many = pb_twin("set", "1");
+        if let Some(d) = many.observed_desired.as_mut() {
+            for i in 0..=MAX_METADATA_ENTRIES {
+                d.metadata.insert(format!("k{i}"), "v".into());
+            }
+        }
+        assert!(matches!(
+            hub.report_twins(key("a"), vec![many]),
+            Err(ReportError::Metadata { .. })
+        ));
+        hub.report_twins(key("a"), vec![pb_twin("set", "1")])
+            .unwrap();
+        assert_eq!(
+            hub.twin_state("default/a").unwrap_or_default().twins.len(),
+            1
+        );
     }
 
     #[test]

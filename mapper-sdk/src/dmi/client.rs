@@ -161,6 +161,9 @@ pub(crate) async fn register_loop(
         match res {
             Ok(resp) => {
                 delay = backoff.0;
+                // Report failures from before this registration asked for it
+                // already; a stale request would register twice.
+                let _ = futures::FutureExt::now_or_never(reregister.notified());
                 let resp = resp.into_inner();
                 tracing::info!(
                     edgecore = %edgecore_sock.display(),

@@ -123,6 +123,21 @@ pub(crate) fn device_from_proto(d: &pb::Device) -> Result<DeviceSpec, SpecError>
 /// this project's mappers add `observedDesired.metadata.status` (`applied`,
 /// `rejected`, `pending`) and `reason`, and `reported.metadata.error` for a
 /// property that cannot be read at all.
+/// Longest metadata value sent (edgecore-dmi refuses longer ones), bytes.
+const MAX_METADATA_VALUE: usize = 1024;
+
+/// `text` cut at a character boundary to at most [`MAX_METADATA_VALUE`] bytes.
+fn capped(text: &str) -> &str {
+    if text.len() <= MAX_METADATA_VALUE {
+        return text;
+    }
+    let mut end = MAX_METADATA_VALUE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 pub(crate) fn twin_to_proto(t: &TwinUpdate) -> pb::Twin {
     let ts = t.timestamp_ms.to_string();
     let meta = |extra: &[(&str, &str)]| {
@@ -132,7 +147,7 @@ pub(crate) fn twin_to_proto(t: &TwinUpdate) -> pb::Twin {
             m.insert("type".to_owned(), t.type_text.to_owned());
         }
         for (k, v) in extra {
-            m.insert((*k).to_owned(), (*v).to_owned());
+            m.insert((*k).to_owned(), capped(v).to_owned());
         }
         m
     };

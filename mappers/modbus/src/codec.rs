@@ -157,10 +157,22 @@ pub fn decode_registers(a: &ModbusAddress, words: &[u16]) -> DriverResult<Value>
     Ok(transform(a, raw))
 }
 
+/// The integer register value for `x`. `x` must be whole: a value between two
+/// register steps (desired 21.75 with `scale: 0.1`, or 21.5 on an integer
+/// register) cannot be written exactly and is refused, naming the nearest
+/// values that can, instead of being rounded silently and reported as applied.
 fn int_in<T: TryFrom<i64>>(x: f64, name: &str) -> DriverResult<T> {
     let r = x.round();
     if !r.is_finite() || r < i64::MIN as f64 || r > i64::MAX as f64 {
         return Err(DriverError::Value(format!("{x} does not fit {name}")));
+    }
+    if (x - r).abs() > 1e-9 * r.abs().max(1.0) {
+        return Err(DriverError::Value(format!(
+            "the register ({name}) would have to hold {x}, which is not a whole number; \
+             the nearest values it can hold are {} and {}",
+            x.floor(),
+            x.ceil()
+        )));
     }
     T::try_from(r as i64).map_err(|_| DriverError::Value(format!("{x} does not fit {name}")))
 }
@@ -517,5 +529,20 @@ mod tests {
                 assert_eq!(shown(&a, &w), "ABCD", "swap {bs}/{ws} {enc:?}");
             }
         }
+    }
+    #[test]
+    fn values_between_register_steps_are_refused_not_rounded() {
+        let mut a = addr(DataType::Uint16, false, false);
+        a.scale = Some(0.1);
+        assert!(encode_registers(&a, &Value::Float(21.7)).is_ok());
+        let e = encode_registers(&a, &Value::Float(21.75)).unwrap_err();
+        assert!(matches!(e, DriverError::Value(_)), "{e}");
+        assert!(e.to_string().contains("217 and 218"), "{e}");
+        a.scale = Some(3.0);
+        assert!(encode_registers(&a, &Value::Int(99)).is_ok());
+        assert!(encode_registers(&a, &Value::Int(100)).is_err());
+        a.scale = None;
+        assert!(encode_registers(&a, &Value::Float(21.5)).is_err());
+        assert!(encode_registers(&a, &Value::Float(21.0)).is_ok());
     }
 }
