@@ -17,7 +17,8 @@ pub struct PropertyView {
     /// What became of the current desired value: `applied`, `rejected` or
     /// `pending` as the mapper said, `applied` when the reported value equals it,
     /// `received` when the mapper has seen it; `None` when the mapper has not
-    /// reported it (see [`crate::hub::desired_status`]).
+    /// reported it (see [`crate::hub::desired_status`]); when it has not,
+    /// `refused by the mapper` or `not delivered` if that is why.
     pub desired_status: Option<String>,
     /// Why it was rejected, if it was.
     pub desired_reason: Option<String>,

@@ -54,6 +54,19 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
         .map(|l| l.record.name.clone())
         .collect();
     let twin = st.twins.get(k);
+    // What the views say of a desired value no mapper has reported on: the
+    // mapper refused the device, or the device has not reached one at all.
+    let refused = st
+        .mappers
+        .values()
+        .any(|l| l.refused_devices.contains_key(k));
+    let fallback = if refused {
+        Some("refused by the mapper")
+    } else if mappers.is_empty() {
+        Some("not delivered")
+    } else {
+        None
+    };
     let properties = crd
         .spec
         .properties
@@ -70,7 +83,13 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
                 observed_desired: t
                     .map(|t| t.observed_desired.clone())
                     .filter(|v| !v.is_empty()),
-                desired_status: desired_status(p.desired.as_ref().map(|d| d.value.as_str()), t),
+                desired_status: desired_status(p.desired.as_ref().map(|d| d.value.as_str()), t)
+                    .or_else(|| {
+                        p.desired
+                            .as_ref()
+                            .filter(|d| !d.value.is_empty())
+                            .and(fallback.map(str::to_owned))
+                    }),
                 desired_reason: t.and_then(|t| t.desired_meta.get("reason").cloned()),
                 reported: t.map(|t| t.reported.clone()).filter(|r| !r.is_empty()),
                 age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
