@@ -48,7 +48,7 @@ pub(super) struct MapperLink {
 
 /// Most mapper records kept. A node runs one mapper per protocol, a few at
 /// most; the bound keeps a peer from filling memory and the store with names.
-pub const MAX_MAPPERS: usize = 64;
+pub const MAX_MAPPERS: usize = 256;
 /// A mapper unreachable this long without a break is forgotten (its record
 /// leaves the store; it comes back when it registers again).
 pub const MAPPER_EXPIRY: Duration = Duration::from_secs(600);
