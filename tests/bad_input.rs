@@ -6,7 +6,7 @@
 
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
-use e2e_tests::{Node, prop, wait_for};
+use e2e_tests::{Node, prop, reported_on, wait_for};
 use tonic::Code;
 
 const MALFORMED: &str = "apiVersion: devices.kubeedge.io/v1beta1
@@ -108,9 +108,7 @@ fn bad_input_is_reported_and_isolated() {
     let s = wait_for("devices settle", 30, || {
         let s = node.status()?;
         let t2 = s.devices.iter().find(|d| d.name == "thermostat-2")?;
-        (prop(t2, "setpoint").desired_status.is_some()
-            && prop(t2, "heating").desired_status.is_some())
-        .then_some(s)
+        (reported_on(prop(t2, "setpoint")) && reported_on(prop(t2, "heating"))).then_some(s)
     });
     // Malformed YAML: file and line, and the rest of the directory still applied.
     assert!(

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e_tests::{ModbusSim, Node, prop, wait_for};
+use e2e_tests::{ModbusSim, Node, prop, reported_on, wait_for};
 
 const SIM: &str = "devices:
   - name: plc
@@ -89,7 +89,7 @@ fn bad_modbus_input_is_precise_and_isolated() {
     let d = wait_for("plc-1 settles", 30, || {
         let d = node.device("default/plc-1")?;
         (prop(&d, "good").reported.as_deref() == Some("42")
-            && prop(&d, "level").desired_status.is_some()
+            && reported_on(prop(&d, "level"))
             && prop(&d, "magic").error.is_some()
             && prop(&d, "far").error.is_some()
             && prop(&d, "narrow").error.is_some())

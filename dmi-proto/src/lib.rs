@@ -12,7 +12,28 @@
 //! * [`rules`]: the twin-value charset and state strings stock EdgeCore enforces.
 //! * [`status`]: what a failed call means (transport, throttled, refused).
 //! * [`transport`]: Unix-socket listeners and channels, including the
-//!   `:authority` normalisation stock grpc-go clients need.
+//!   `:authority` normalisation stock grpc-go clients need and the limits every
+//!   served socket applies.
+//!
+//! ## Limits of served sockets
+//!
+//! Servers built on [`transport::UdsListener::incoming_with`] and
+//! [`transport::ServerLimits::apply`] (edgecore-dmi and every mapper) bound
+//! what a peer can hold; defaults, all configurable through
+//! [`transport::ServerLimits`]:
+//!
+//! | limit | default | over it |
+//! |---|---|---|
+//! | connections per listening socket | 256, at most half the open-file soft limit | the connection idle longest is closed to make room; if all are busy, the newcomer is closed after 1 s |
+//! | HTTP/2 preface after connecting | 10 s | connection closed |
+//! | time without request traffic | 5 min | connection closed |
+//! | unanswered keepalive ping (sent every 60 s) | 20 s | connection closed |
+//! | streams in flight per connection | 100 | h2 refuses the stream |
+//! | header block on the wire (HEADERS + CONTINUATION) | 64 KiB | connection dropped before buffering |
+//! | header list decoded (name + value + 32 per field) | 16 KiB | connection dropped, nothing more decoded into memory |
+//! | failing `accept` (`EMFILE`, ...) | pause 100 ms doubling to 1 s | one log line per 10 s |
+//!
+//! See the [`transport`] module for why each behaves as it does.
 //!
 //! ```no_run
 //! use dmi_proto::v1beta1::device_manager_service_client::DeviceManagerServiceClient;

@@ -145,11 +145,16 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
         dmi = %cfg.dmi_socket.display(), admin = %cfg.admin_socket.display(),
         devices_dir = %cfg.devices_dir.display(), state_dir = %cfg.state_dir.display(), "edgecore-dmi serving"
     );
-    let served = tonic::transport::Server::builder()
+    let limits = dmi_proto::transport::ServerLimits::default();
+    let served = limits
+        .apply(tonic::transport::Server::builder())
         .add_service(DeviceManagerServiceServer::new(server::ManagerService {
             hub,
         }))
-        .serve_with_incoming_shutdown(dmi_listener.incoming(), shutdown.clone().cancelled_owned())
+        .serve_with_incoming_shutdown(
+            dmi_listener.incoming_with(limits),
+            shutdown.clone().cancelled_owned(),
+        )
         .await;
     shutdown.cancel();
     tasks.close();

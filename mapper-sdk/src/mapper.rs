@@ -128,9 +128,14 @@ impl Mapper {
             shutdown.clone(),
         ));
         let service = DeviceMapperServiceServer::new(dmi::server::MapperService { devices });
-        let served = tonic::transport::Server::builder()
+        let limits = transport::ServerLimits::default();
+        let served = limits
+            .apply(tonic::transport::Server::builder())
             .add_service(service)
-            .serve_with_incoming_shutdown(listener.incoming(), shutdown.clone().cancelled_owned())
+            .serve_with_incoming_shutdown(
+                listener.incoming_with(limits),
+                shutdown.clone().cancelled_owned(),
+            )
             .await;
         shutdown.cancel();
         edge_rt::shutdown::drain(&tracker, SHUTDOWN_GRACE).await;

@@ -332,3 +332,12 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn prop<'a>(d: &'a DeviceView, name: &str) -> &'a PropertyView {
     d.properties.iter().find(|p| p.name == name).unwrap()
 }
+
+/// Whether the mapper has reported on the property's desired value
+/// (`applied`, `rejected` or `pending`), not merely that it is waiting.
+pub fn reported_on(p: &PropertyView) -> bool {
+    matches!(
+        p.desired_status.as_deref(),
+        Some("applied" | "rejected" | "pending" | "received")
+    )
+}

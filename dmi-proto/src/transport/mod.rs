@@ -3,15 +3,62 @@
 //! * [`bind`] claims a socket path the way a daemon should: it refuses when a live
 //!   server already answers there, removes a stale socket file, creates the
 //!   parent directory and sets mode 0660.
-//! * [`UdsListener::incoming`] turns the listener into the connection stream tonic's
-//!   `serve_with_incoming_shutdown` takes, with every connection wrapped in
-//!   [`AuthorityShim`] so stock grpc-go clients are served (see its docs).
+//! * [`UdsListener::incoming_with`] turns the listener into the connection stream
+//!   tonic's `serve_with_incoming_shutdown` takes, within [`ServerLimits`], with
+//!   every connection wrapped in [`AuthorityShim`] so stock grpc-go clients are
+//!   served (see its docs). [`ServerLimits::apply`] sets the matching HTTP/2
+//!   limits on the tonic server.
 //! * [`channel`] opens a persistent, lazily connected tonic channel to a socket
 //!   path; tonic reconnects it after failures, so callers keep one per peer.
+//!
+//! # Limits
+//!
+//! Everything a peer can hold on a served socket is bounded, by one policy
+//! ([`ServerLimits`]; the defaults are given here) applied in one place:
+//!
+//! * **Connections**: 256 per listening socket, and at most half the process's
+//!   open-file soft limit. When all are taken, the new connection is accepted
+//!   and the connection idle longest (no request in flight; one that never sent
+//!   a request goes first) is closed to make room; if every connection has a
+//!   request in flight, the newcomer waits up to 1 s for a free slot and is then
+//!   closed at once. So idle peers cannot lock real clients out, no call is cut
+//!   short, a refused client learns it at once instead of hanging in the
+//!   kernel's backlog, and one socket's peers can never use up the descriptors
+//!   the rest of the process needs. At most one accepted connection beyond the
+//!   limit exists at a time (the one waiting for a slot).
+//! * **Time**: the HTTP/2 preface within 10 s of connecting; a connection with
+//!   no request traffic for 5 min is closed (PING, SETTINGS and WINDOW_UPDATE
+//!   frames do not count as traffic); keepalive pings every 60 s, and the
+//!   connection is closed when one is not answered within 20 s.
+//! * **Streams**: 100 in flight per connection
+//!   (`SETTINGS_MAX_CONCURRENT_STREAMS`, and tonic's per-connection
+//!   concurrency limit).
+//! * **Header blocks**: 64 KiB on the wire (HEADERS + CONTINUATION, checked from
+//!   the frame headers before anything is buffered) and 16 KiB decoded (h2's
+//!   `max_header_list_size` semantics: name + value + 32 per field, checked
+//!   while decoding); a block over either limit drops the connection (see
+//!   [`AuthorityShim`]).
+//! * **Accept errors** (`EMFILE`, `ENFILE`, ...): accepting pauses for 100 ms,
+//!   doubling up to 1 s while the errors last, with at most one log line per
+//!   10 s, instead of retrying in a busy loop.
+//!
+//! Connections closed for idleness end without a GOAWAY: h2 sees the end of its
+//! input, as if the peer had closed. Clients with no call in flight lose
+//! nothing; tonic and grpc-go channels reconnect on their next call.
 
+mod accept;
 mod authority;
+mod conns;
+mod frames;
+mod limits;
 
 pub use authority::AuthorityShim;
+pub use limits::{
+    DEFAULT_ACCEPT_BACKOFF_MAX, DEFAULT_ACCEPT_BACKOFF_MIN, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BLOCK,
+    DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_SLOT_WAIT, ServerLimits,
+};
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -52,6 +99,8 @@ pub enum BindError {
 pub struct UdsListener {
     listener: Option<UnixListener>,
     path: PathBuf,
+    /// The process's `RLIMIT_NOFILE` soft limit when bound, if known.
+    open_files_soft_limit: Option<u64>,
 }
 
 impl UdsListener {
@@ -67,17 +116,44 @@ impl UdsListener {
         Some((listener, SocketFileGuard(std::mem::take(&mut self.path))))
     }
 
-    /// The connection stream for tonic, each connection wrapped in [`AuthorityShim`].
-    /// The socket file is removed when the returned stream is dropped.
+    /// The connection stream for tonic with the default [`ServerLimits`]; see
+    /// [`Self::incoming_with`].
     pub fn incoming(
-        mut self,
+        self,
     ) -> impl Stream<Item = io::Result<AuthorityShim<UnixStream>>> + Send + 'static {
-        let listener = self.listener.take();
+        self.incoming_with(ServerLimits::default())
+    }
+
+    /// The connection stream for tonic, each connection wrapped in
+    /// [`AuthorityShim`] and holding one of the socket's connection slots until
+    /// it closes (see the module docs for the limits). Pair it with
+    /// [`ServerLimits::apply`] on the server builder, with the same `limits`.
+    ///
+    /// The stream never yields an error and never ends: failing `accept` calls
+    /// are retried after a pause and logged. The socket file is removed when the
+    /// stream is dropped.
+    pub fn incoming_with(
+        mut self,
+        limits: ServerLimits,
+    ) -> impl Stream<Item = io::Result<AuthorityShim<UnixStream>>> + Send + 'static {
+        let max = limits.effective_max_connections(self.open_files_soft_limit);
+        if max < limits.max_connections {
+            tracing::info!(
+                path = %self.path.display(),
+                max_connections = max,
+                open_files_soft_limit = self.open_files_soft_limit,
+                "connection limit lowered to half the open-file limit"
+            );
+        }
+        let accept = self
+            .listener
+            .take()
+            .map(|l| accept::AcceptLoop::new(l, max, &limits));
         let guard = SocketFileGuard(std::mem::take(&mut self.path));
-        futures::stream::unfold((listener, guard), |(listener, guard)| async move {
-            let l = listener.as_ref()?;
-            let next = l.accept().await.map(|(s, _)| AuthorityShim::new(s));
-            Some((next, (listener, guard)))
+        futures::stream::unfold((accept, guard), move |(mut accept, guard)| async move {
+            let (conn, slot) = accept.as_mut()?.next().await;
+            let conn = AuthorityShim::limited(conn, slot, &limits);
+            Some((Ok(conn), (accept, guard)))
         })
         .boxed()
     }
@@ -137,6 +213,7 @@ pub async fn bind(path: &Path) -> Result<UdsListener, BindError> {
     Ok(UdsListener {
         listener: Some(listener),
         path: path.to_path_buf(),
+        open_files_soft_limit: limits::open_files_soft_limit().await,
     })
 }
 

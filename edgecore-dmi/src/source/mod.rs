@@ -2,11 +2,20 @@
 //! directory ([`DirectorySource`]) is the default; a Kubernetes watcher is the
 //! other implementation of [`DeviceSource`]. Everything after the source (store,
 //! dispatch to mappers) is the same code.
+//!
+//! Files are untrusted input: [`parse_file`] refuses text over
+//! [`MAX_FILE_BYTES`], documents nested deeper than [`MAX_DEPTH`] and alias
+//! expansion beyond [`MIN_NODE_BUDGET`] nodes (or the document's size), and
+//! [`DirectorySource`] reads only regular files, without blocking, and never
+//! takes a failure to read for a deletion.
 
 mod dir;
+mod limits;
 mod parse;
+mod read;
 
 pub use dir::DirectorySource;
+pub use limits::{MAX_DEPTH, MAX_FILE_BYTES, MIN_NODE_BUDGET};
 pub use parse::{ParsedFile, parse_file};
 
 use std::future::Future;

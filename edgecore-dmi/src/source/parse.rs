@@ -1,8 +1,14 @@
 //! Parsing KubeEdge YAML files: several documents per file, Device and
 //! DeviceModel kinds; other kinds are skipped. Errors carry file, line and field.
+//!
+//! The text is untrusted: a file over [`MAX_FILE_BYTES`] is refused whole, and
+//! each document is checked against [`MAX_DEPTH`] and an alias expansion budget
+//! before it reaches the parser (see [`super::limits`]), so parsing any file
+//! costs time linear in its size.
 
 use device_crds::{API_VERSION, Device, DeviceModel};
 
+use super::limits::{self, MAX_DEPTH, MAX_FILE_BYTES, MIN_NODE_BUDGET};
 use crate::records::{StoredDevice, StoredModel};
 
 /// Result of parsing one file.
@@ -73,10 +79,42 @@ fn located(origin: &str, first_line: usize, e: &yaml_serde::Error) -> String {
     }
 }
 
+/// Checks `doc` (starting at file line `first_line`) against the parser limits.
+fn check_limits(origin: &str, first_line: usize, doc: &str) -> Result<(), String> {
+    if let Err(at) = limits::check_depth(doc, MAX_DEPTH) {
+        return Err(format!(
+            "{origin}:{}:{}: nesting deeper than {MAX_DEPTH} levels; the document is not parsed",
+            first_line + at.line - 1,
+            at.column
+        ));
+    }
+    // Only an alias (`*name`) can make a document expand.
+    if doc.contains('*') {
+        limits::check_expansion(doc, MIN_NODE_BUDGET.max(doc.len()))
+            .map_err(|e| located(origin, first_line, &e))?;
+    }
+    Ok(())
+}
+
 /// Parses one file's text. `origin` names it in messages.
+///
+/// Text over [`MAX_FILE_BYTES`] yields only an error; a document nested deeper
+/// than [`MAX_DEPTH`] or expanding through aliases to more nodes than it has
+/// bytes (at least 100 000) yields an error for that document.
 pub fn parse_file(origin: &str, text: &str) -> ParsedFile {
     let mut out = ParsedFile::default();
+    if text.len() > MAX_FILE_BYTES {
+        out.errors.push(format!(
+            "{origin}: the file is {} bytes; the limit is {MAX_FILE_BYTES} bytes (4 MiB)",
+            text.len()
+        ));
+        return out;
+    }
     for (line, doc) in documents(text) {
+        if let Err(e) = check_limits(origin, line, &doc) {
+            out.errors.push(e);
+            continue;
+        }
         let head: yaml_serde::Value = match yaml_serde::from_str(&doc) {
             Ok(v) => v,
             Err(e) => {
@@ -314,5 +352,69 @@ spec:
             "{:?}",
             p.errors
         );
+    }
+
+    #[test]
+    fn oversized_text_is_refused_whole() {
+        let text = format!("{GOOD}#{}", "x".repeat(MAX_FILE_BYTES));
+        let p = parse_file("big.yaml", &text);
+        assert!(p.devices.is_empty() && p.models.is_empty());
+        assert_eq!(
+            p.errors,
+            [format!(
+                "big.yaml: the file is {} bytes; the limit is 4194304 bytes (4 MiB)",
+                text.len()
+            )]
+        );
+        // No object is named, so the caller keeps every last good object.
+        assert!(p.failed_objects.is_empty());
+    }
+
+    #[test]
+    fn a_deep_document_is_refused_quickly_and_alone() {
+        let started = std::time::Instant::now();
+        let text = format!("{GOOD}---\nspec: {}\n", "[".repeat(100_000));
+        let p = parse_file("deep.yaml", &text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!((p.models.len(), p.devices.len()), (1, 1));
+        assert_eq!(
+            p.errors,
+            ["deep.yaml:30:70: nesting deeper than 64 levels; the document is not parsed"]
+        );
+        // Deep block nesting too.
+        let block: String = (0..80).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        let p = parse_file("block.yaml", &block);
+        assert!(
+            p.errors[0].starts_with("block.yaml:65:65: nesting deeper"),
+            "{:?}",
+            p.errors
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text =
+            String::from("apiVersion: v1\nkind: ConfigMap\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 10].join(", ")
+            ));
+        }
+        let started = std::time::Instant::now();
+        let p = parse_file("bomb.yaml", &format!("{GOOD}---\n{text}"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!((p.models.len(), p.devices.len(), p.errors.len()), (1, 1, 1));
+        assert!(p.errors[0].starts_with("bomb.yaml:"), "{:?}", p.errors);
+        // Ordinary aliases still work.
+        let aliased = GOOD.replace(
+            "    - name: temp\n      collectCycle: 1000",
+            "    - &p\n      name: temp\n      collectCycle: 1000",
+        );
+        let p = parse_file("alias.yaml", &aliased);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
     }
 }
