@@ -44,6 +44,30 @@ impl Sample {
         }
     }
 
+    /// A good sample received at `received_time`.
+    pub fn good_at(
+        value: Value,
+        source_time: Option<SystemTime>,
+        received_time: SystemTime,
+    ) -> Self {
+        Self {
+            value: Some(value),
+            quality: Quality::Good,
+            source_time,
+            received_time,
+        }
+    }
+
+    /// A bad sample received at `received_time`.
+    pub fn bad_at(reason: impl Into<String>, received_time: SystemTime) -> Self {
+        Self {
+            value: None,
+            quality: Quality::Bad(reason.into()),
+            source_time: None,
+            received_time,
+        }
+    }
+
     /// A bad sample received now.
     pub fn bad(reason: impl Into<String>) -> Self {
         Self {

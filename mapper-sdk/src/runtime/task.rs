@@ -534,34 +534,53 @@ impl DeviceTask {
                 .get_or_create(&self.ctx.label)
                 .set(n as i64);
         }
-        let mut tick = Tick::default();
-        for (&i, result) in due.iter().zip(results) {
+        let mut tick = Tick::new();
+        for &i in &due {
             let p = &mut self.props[i];
             p.next_due = advance(p.next_due, p.cycle, now);
-            self.take_result(i, result, None, &mut tick);
+        }
+        {
+            // One lock of the snapshot per tick, not per value.
+            let snapshot = self.ctx.snapshot.clone();
+            let mut snap = lock(&snapshot);
+            for (&i, result) in due.iter().zip(results) {
+                self.take_result(i, result, None, &mut snap, &mut tick);
+            }
         }
         self.finish_tick(tick)
     }
 
     /// One property's read result → a sample → the consumers.
     fn take_result(
-        &mut self,
+        &self,
         i: usize,
         result: Result<Value, DriverError>,
         source_time: Option<SystemTime>,
+        snap: &mut DeviceSnapshot,
         tick: &mut Tick,
     ) {
         let p = &self.props[i];
         let sample = match result {
             Ok(v) => match p.ty() {
-                Some(ty) => match crate::value::coerce(ty, v.clone()) {
-                    Some(v) => Sample::good(v, source_time),
-                    None => {
-                        tick.faults += 1;
-                        Sample::bad(format!("read {v:?}, which is not a valid {}", ty.as_str()))
+                Some(ty) => {
+                    let shown =
+                        matches!(v, Value::Bytes(_) | Value::String(_)).then(|| format!("{v:?}"));
+                    match crate::value::coerce(ty, v) {
+                        Some(v) => Sample::good_at(v, source_time, tick.received),
+                        None => {
+                            tick.faults += 1;
+                            Sample::bad_at(
+                                format!(
+                                    "read {}, which is not a valid {}",
+                                    shown.unwrap_or_else(|| "a value".into()),
+                                    ty.as_str()
+                                ),
+                                tick.received,
+                            )
+                        }
                     }
-                },
-                None => Sample::good(v, source_time),
+                }
+                None => Sample::good_at(v, source_time, tick.received),
             },
             Err(e) => {
                 if e.is_link_failure() {
@@ -572,48 +591,42 @@ impl DeviceTask {
                     // A fault the device reported is an answer too.
                     tick.faults += 1;
                 }
-                Sample::bad(e.to_string())
+                Sample::bad_at(e.to_string(), tick.received)
             }
         };
         if sample.quality == Quality::Good {
             tick.ok += 1;
         }
         tick.read += 1;
-        self.consume(i, &sample, tick);
+        self.consume(i, sample, snap, tick);
     }
 
     /// Feeds one sample to the consumers: the snapshot and, for properties
     /// reported to the cloud, the twin engine.
-    fn consume(&self, i: usize, sample: &Sample, tick: &mut Tick) {
+    fn consume(&self, i: usize, sample: Sample, snap: &mut DeviceSnapshot, tick: &mut Tick) {
         let p = &self.props[i];
         for sink in self.ctx.sinks.iter() {
-            sink.accept(&self.ctx.spec.id, &p.name, sample);
+            sink.accept(&self.ctx.spec.id, &p.name, &sample);
         }
+        if let (Quality::Good, Some(v)) = (&sample.quality, &sample.value)
+            && p.report
         {
-            let mut snap = lock(&self.ctx.snapshot);
-            let entry = &mut snap.properties[p.slot];
-            match (&sample.quality, &sample.value) {
-                (Quality::Good, Some(v)) => {
-                    entry.reported = Some(v.clone());
-                    entry.reported_at = Some(sample.received_time);
-                    entry.error = None;
-                }
-                (Quality::Bad(e), _) => entry.error = Some(e.clone()),
-                (Quality::Good, None) => {}
+            let (text, changed) = sanitize_twin_value(&v.to_string());
+            if changed {
+                tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
             }
+            tick.twins.push(twin(p, text, sample.timestamp_ms()));
         }
-        match (&sample.quality, &sample.value) {
+        let entry = &mut snap.properties[p.slot];
+        match (sample.quality, sample.value) {
             (Quality::Good, Some(v)) => {
-                if p.report {
-                    let (text, changed) = sanitize_twin_value(&v.to_string());
-                    if changed {
-                        tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
-                    }
-                    tick.twins.push(twin(p, text, sample.timestamp_ms()));
-                }
+                entry.reported = Some(v);
+                entry.reported_at = Some(sample.received_time);
+                entry.error = None;
             }
             (Quality::Bad(e), _) => {
                 tracing::warn!(device = %self.ctx.spec.id, property = %p.name, error = %e, "read failed");
+                entry.error = Some(e);
             }
             (Quality::Good, None) => {}
         }
@@ -693,21 +706,45 @@ impl DeviceTask {
             tracing::error!(device = %self.ctx.spec.id, index = item.index, "driver pushed a value for an unknown property");
             return Ok(());
         }
-        let mut tick = Tick::default();
-        self.take_result(item.index, item.value, item.source_time, &mut tick);
+        let mut tick = Tick::new();
+        {
+            let snapshot = self.ctx.snapshot.clone();
+            let mut snap = lock(&snapshot);
+            self.take_result(
+                item.index,
+                item.value,
+                item.source_time,
+                &mut snap,
+                &mut tick,
+            );
+        }
         self.finish_tick(tick)
     }
 }
 
 /// What one collect tick (or one pushed value) produced.
-#[derive(Default)]
 struct Tick {
+    /// When the tick's results arrived (one clock read per tick, not per value).
+    received: SystemTime,
     read: usize,
     ok: usize,
     /// Answers that carried a fault of the device.
     faults: usize,
     link_error: Option<String>,
     twins: Vec<TwinUpdate>,
+}
+
+impl Tick {
+    fn new() -> Self {
+        Self {
+            received: SystemTime::now(),
+            read: 0,
+            ok: 0,
+            faults: 0,
+            link_error: None,
+            twins: Vec::new(),
+        }
+    }
 }
 
 /// Makes configuration errors visible upstream: a twin per broken property with
