@@ -124,4 +124,5 @@ pub use spec::{
 pub use value::{
     AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, coerce, is_twin_char,
     is_valid_twin_name, is_valid_twin_value, parse_value, sanitize_twin_value, scale_linear,
+    shortest_decimals,
 };

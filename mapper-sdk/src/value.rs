@@ -163,8 +163,9 @@ pub fn scale_linear(raw: f64, raw_decimals: u32, scale: f64, offset: f64) -> f64
 const MAX_SIGNIFICANT: i64 = 15;
 
 /// Decimals of the shortest text that reads back as `x` (what `Display`
-/// prints), at most 17; 0 for whole and non-finite numbers.
-fn shortest_decimals(x: f64) -> u32 {
+/// prints), at most 17; 0 for whole and non-finite numbers. Drivers use it for
+/// the `raw_decimals` of [`scale_linear`] when the raw value is a float.
+pub fn shortest_decimals(x: f64) -> u32 {
     if !x.is_finite() || x.fract() == 0.0 {
         return 0;
     }

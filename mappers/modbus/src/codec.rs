@@ -73,21 +73,6 @@ pub fn f32_as_short_f64(f: f32) -> f64 {
     x
 }
 
-/// Decimals of the shortest text that reads back as `x` (what `Display`
-/// prints), at most 17; 0 for whole and non-finite numbers. For a float32
-/// register `x` is already its shortest decimal ([`f32_as_short_f64`]).
-fn shortest_decimals(x: f64) -> u32 {
-    if !x.is_finite() || x.fract() == 0.0 {
-        return 0;
-    }
-    (1..=17)
-        .find(|&d| {
-            let p = 10f64.powi(d);
-            (x * p).round() / p == x
-        })
-        .map_or(17, |d| d as u32)
-}
-
 /// `x` with at most `digits` significant digits: removes the binary noise of a
 /// division (216.99999999999997 → 217 at 15 digits).
 fn round_significant(x: f64, digits: i32) -> f64 {
@@ -109,7 +94,12 @@ fn transform(a: &ModbusAddress, raw: Value) -> Value {
     }
     match raw {
         Value::Int(i) => Value::Float(scale_linear(i as f64, 0, scale, offset)),
-        Value::Float(x) => Value::Float(scale_linear(x, shortest_decimals(x), scale, offset)),
+        Value::Float(x) => Value::Float(scale_linear(
+            x,
+            mapper_sdk::shortest_decimals(x),
+            scale,
+            offset,
+        )),
         other => other,
     }
 }
