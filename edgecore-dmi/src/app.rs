@@ -124,7 +124,7 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
         &tasks,
         &shutdown,
         "persister",
-        persist::run(hub.clone(), store, shutdown.clone()),
+        persist::run(hub.clone(), store, cfg.persist_interval, shutdown.clone()),
     );
     let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
     source.spawn(&tasks, &shutdown, source_tx);

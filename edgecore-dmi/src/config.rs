@@ -93,6 +93,10 @@ pub struct ConfigFile {
     pub status_interval: Option<Duration>,
     /// Status patches per second, at most.
     pub status_qps: Option<u32>,
+    /// How often reported twins are written to the embedded store (what a
+    /// `kill -9` can lose of acknowledged reports).
+    #[serde(default, with = "humantime_serde")]
+    pub persist_interval: Option<Duration>,
 }
 
 /// Resolved configuration, passed by value into [`crate::run`].
@@ -118,6 +122,9 @@ pub struct Config {
     pub status_mode: StatusTarget,
     /// Coalescing interval of status write-back.
     pub status_interval: Duration,
+    /// How often reported twins are written to the store (default
+    /// [`crate::PERSIST_INTERVAL`], 1 s; at least 10 ms).
+    pub persist_interval: Duration,
     /// Status patches per second, at most.
     pub status_qps: u32,
 }
@@ -141,6 +148,7 @@ impl Default for Config {
             node_name: None,
             status_mode: StatusTarget::DeviceStatus,
             status_interval: Duration::from_secs(1),
+            persist_interval: crate::PERSIST_INTERVAL,
             status_qps: 50,
         }
     }
@@ -177,6 +185,9 @@ impl Config {
         }
         if let Some(v) = file.status_mode {
             c.status_mode = v;
+        }
+        if let Some(v) = file.persist_interval {
+            c.persist_interval = v.max(Duration::from_millis(10));
         }
         if let Some(v) = file.status_interval {
             c.status_interval = v;
@@ -223,6 +234,15 @@ mod tests {
             Config::default().dmi_socket,
             PathBuf::from(DEFAULT_DMI_SOCKET)
         );
+    }
+
+    #[test]
+    fn the_persist_interval_is_configurable_with_a_floor() {
+        assert_eq!(Config::default().persist_interval, Duration::from_secs(1));
+        let c = Config::parse("persistInterval: 200ms\n", Path::new("c.yaml")).unwrap();
+        assert_eq!(c.persist_interval, Duration::from_millis(200));
+        let c = Config::parse("persistInterval: 0s\n", Path::new("c.yaml")).unwrap();
+        assert_eq!(c.persist_interval, Duration::from_millis(10));
     }
 
     #[test]

@@ -87,13 +87,14 @@ pub(crate) async fn restore(store: &Arc<Store>, hub: &Hub) -> anyhow::Result<()>
 pub(crate) async fn run(
     hub: Arc<Hub>,
     store: Arc<Store>,
+    interval: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = hub.persist_needed() => false,
-            _ = tokio::time::sleep(PERSIST_INTERVAL) => false,
+            _ = tokio::time::sleep(interval) => false,
         };
         let ops = hub.take_dirty();
         if !ops.is_empty() {
