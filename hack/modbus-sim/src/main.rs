@@ -50,9 +50,16 @@ fn table(s: &str) -> anyhow::Result<Table> {
 
 fn command(sim: &Simulator, line: &str) -> anyhow::Result<String> {
     let w: Vec<&str> = line.split_whitespace().collect();
+    let cmd = w.first().copied().unwrap_or_default();
+    if !["latency", "silent", "exception", "drop", "set", "get"].contains(&cmd) {
+        anyhow::bail!("unknown command `{cmd}` (latency, silent, exception, drop, set, get)");
+    }
     let dev = w.get(1).copied().context("missing device")?;
-    let num =
-        |i: usize| -> anyhow::Result<u64> { Ok(w.get(i).context("missing number")?.parse()?) };
+    let num = |i: usize| -> anyhow::Result<u64> {
+        let text = w.get(i).context("missing number")?;
+        text.parse()
+            .with_context(|| format!("`{text}` is not a number (coils take 0 or 1)"))
+    };
     let known = |ok: bool| {
         if ok {
             Ok("ok".to_owned())
@@ -65,7 +72,13 @@ fn command(sim: &Simulator, line: &str) -> anyhow::Result<String> {
         .with_context(|| format!("unknown device `{dev}`"))?;
     match w.first().copied() {
         Some("latency") => faults.latency_ms = num(2)?,
-        Some("silent") => faults.silent = w.get(2) == Some(&"on"),
+        Some("silent") => {
+            faults.silent = match w.get(2).copied() {
+                Some("on") => true,
+                Some("off") => false,
+                other => anyhow::bail!("silent takes on or off, not {other:?}"),
+            }
+        }
         Some("exception") => {
             faults.exception = match w.get(2) {
                 Some(&"off") | None => None,
