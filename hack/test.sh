@@ -45,4 +45,8 @@ log "benchmark suite, quick and on debug builds (checks that it runs; numbers ar
 cargo run --locked --quiet -p dmi-bench --bin bench-suite -- --quick
 log "criterion micro-benchmarks, one iteration each"
 cargo test --locked --quiet -p dmi-bench --benches
+if [ -z "${SKIP_FUZZ:-}" ]; then
+  log "fuzzing the untrusted-input decoders, ${FUZZ_SECONDS:-20} s each (hack/fuzz.sh; SKIP_FUZZ=1 skips)"
+  FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_SANITIZER=${FUZZ_SANITIZER:-none} bash hack/fuzz.sh
+fi
 log "all checks passed"
