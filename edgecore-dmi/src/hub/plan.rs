@@ -38,6 +38,17 @@ pub(crate) enum Action {
     Remove(ObjectKey),
 }
 
+/// The link of mapper `name`, which just answered a call: no longer unreachable.
+fn answered<'a>(
+    st: &'a mut super::State,
+    name: &str,
+) -> Option<&'a mut super::mappers::MapperLink> {
+    let link = st.mappers.get_mut(name)?;
+    link.last_error = None;
+    link.unreachable_since = None;
+    Some(link)
+}
+
 impl Hub {
     /// The calls that bring mapper `name` up to date.
     ///
@@ -137,11 +148,9 @@ impl Hub {
     /// Records that mapper `name` carried out `action`.
     pub(crate) fn action_done(&self, name: &str, action: &Action) {
         let mut st = self.lock();
-        let Some(link) = st.mappers.get_mut(name) else {
+        let Some(link) = answered(&mut st, name) else {
             return;
         };
-        link.last_error = None;
-        link.unreachable_since = None;
         match action {
             Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
                 link.sent_models.insert(k.clone(), fingerprint(m));
@@ -173,11 +182,9 @@ impl Hub {
     /// will not let go of it, and asking again cannot change that.
     pub(crate) fn action_refused(&self, name: &str, action: &Action, reason: String) {
         let mut st = self.lock();
-        let Some(link) = st.mappers.get_mut(name) else {
+        let Some(link) = answered(&mut st, name) else {
             return;
         };
-        link.last_error = None;
-        link.unreachable_since = None;
         match action {
             Action::CreateModel(k, m) | Action::UpdateModel(k, m) => {
                 let r = Refusal::next(link.refused_models.get(k), fingerprint(m), reason);
