@@ -28,6 +28,8 @@ if [ -z "${SKIP_LINT:-}" ]; then
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
   log "layering: drivers never depend on gRPC, protobuf or Kubernetes"
   bash hack/check-layering.sh
+  log "supply chain: cargo deny (licenses, bans incl. layering, sources; advisories when reachable)"
+  bash hack/deny.sh
 fi
 
 # --- tests ------------------------------------------------------------------
