@@ -15,6 +15,8 @@
 //!   io_timeout: 5s                            # deadline of each driver call
 //!   backoff_min: 500ms
 //!   backoff_max: 30s
+//! data:                                       # extension: push/db sinks, see mapper_sdk::sink::options
+//!   state_dir: /var/lib/edge-dmi/virtual-mapper
 //! ```
 //! Load order: file, then flags (flags win).
 
@@ -104,6 +106,9 @@ pub struct ConfigFile {
     /// `runtime`.
     #[serde(default)]
     pub runtime: Option<RuntimeConfig>,
+    /// `data` (push and database sinks; an extension, see [`crate::sink::options`]).
+    #[serde(default)]
+    pub data: Option<crate::sink::DataOptions>,
 }
 
 /// Command-line flags of every mapper binary.
@@ -132,6 +137,9 @@ pub struct Flags {
     /// 127.0.0.1, `0.0.0.0` for all interfaces).
     #[arg(long)]
     pub http_bind: Option<std::net::IpAddr>,
+    /// Directory for the sink spool (overrides data.state_dir).
+    #[arg(long, env = "MAPPER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `mapper_sdk=debug` (RUST_LOG also works).
     #[arg(long, env = "MAPPER_LOG", default_value = "info")]
     pub log: String,
@@ -160,6 +168,8 @@ pub struct MapperConfig {
     pub http_bind: std::net::IpAddr,
     /// Runtime tuning.
     pub runtime: RuntimeConfig,
+    /// Push and database sinks.
+    pub data: crate::sink::DataOptions,
 }
 
 /// Default EdgeCore socket.
@@ -178,6 +188,7 @@ impl MapperConfig {
             http_port: None,
             http_bind: std::net::IpAddr::from([127, 0, 0, 1]),
             runtime: RuntimeConfig::default(),
+            data: crate::sink::DataOptions::default(),
         }
     }
 
@@ -215,6 +226,9 @@ impl MapperConfig {
         if let Some(r) = file.runtime {
             c.runtime = r;
         }
+        if let Some(d) = file.data {
+            c.data = d;
+        }
         Ok(c)
     }
 
@@ -246,6 +260,9 @@ impl MapperConfig {
         if let Some(v) = flags.http_bind {
             c.http_bind = v;
         }
+        if let Some(v) = &flags.state_dir {
+            c.data.state_dir = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -268,6 +285,7 @@ impl MapperConfig {
                 "runtime.io_timeout must be above zero".into(),
             ));
         }
+        self.data.validate().map_err(Error::Config)?;
         if self.runtime.backoff_min > self.runtime.backoff_max {
             return Err(Error::Config(
                 "runtime.backoff_min is above runtime.backoff_max".into(),

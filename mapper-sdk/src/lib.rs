@@ -98,6 +98,7 @@ mod mapper;
 mod metrics;
 mod runtime;
 mod sample;
+pub mod sink;
 mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::runtime::Supervisor;
 use crate::sample::SampleSink;
+use crate::sink::DataPlane;
 use crate::{dmi, twin};
 
 /// How long tasks get to finish after shutdown starts.
@@ -71,9 +72,19 @@ impl Mapper {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::new());
         let reporter = twin::Reporter::new(metrics.clone());
+        let mut data = cfg.data.clone();
+        data.client_name = cfg.name.clone();
+        let plane: Arc<dyn SampleSink> = Arc::new(DataPlane::new(
+            data,
+            metrics.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        let mut sinks = vec![plane];
+        sinks.extend(self.sinks);
         let supervisor = Arc::new(Supervisor::new(
             self.driver,
-            self.sinks,
+            sinks,
             cfg.runtime.clone(),
             reporter.clone(),
             metrics.clone(),

@@ -15,6 +15,12 @@
 //! | `mapper_reports_failed_total` | | report calls that did not arrive (transport failure, throttling); their data is sent again |
 //! | `mapper_reports_throttled_total` | | report calls EdgeCore answered with "too many request" |
 //! | `mapper_reports_coalesced_total` | | twins replaced by a newer value, or unchanged values not repeated while throttled, before they were sent |
+//! | `mapper_sink_queued` | sink | records waiting in the target's memory queue |
+//! | `mapper_sink_spooled` | sink | records waiting in the target's on-disk spool |
+//! | `mapper_sink_delivered_total` | sink | records the target took |
+//! | `mapper_sink_dropped_total` | sink | records dropped by a full queue or spool (oldest first) |
+//! | `mapper_sink_failures_total` | sink | delivery attempts that failed (retried) |
+//! | `mapper_sink_config_errors_total` | | push/db methods skipped because they cannot work as configured |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +49,12 @@ pub(crate) struct OutcomeLabel {
     pub(crate) outcome: String,
 }
 
+/// `sink` label: the target's key (kind and address, no credentials).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SinkLabel {
+    pub(crate) sink: String,
+}
+
 /// All metrics of one mapper.
 #[derive(Debug)]
 pub struct Metrics {
@@ -59,6 +71,12 @@ pub struct Metrics {
     pub(crate) reports_failed: Counter,
     pub(crate) reports_throttled: Counter,
     pub(crate) reports_coalesced: Counter,
+    pub(crate) sink_queued: Family<SinkLabel, Gauge>,
+    pub(crate) sink_spooled: Family<SinkLabel, Gauge>,
+    pub(crate) sink_delivered: Family<SinkLabel, Counter>,
+    pub(crate) sink_dropped: Family<SinkLabel, Counter>,
+    pub(crate) sink_failures: Family<SinkLabel, Counter>,
+    pub(crate) sink_config_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -84,6 +102,12 @@ impl Metrics {
             reports_failed: Counter::default(),
             reports_throttled: Counter::default(),
             reports_coalesced: Counter::default(),
+            sink_queued: Family::default(),
+            sink_spooled: Family::default(),
+            sink_delivered: Family::default(),
+            sink_dropped: Family::default(),
+            sink_failures: Family::default(),
+            sink_config_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("mapper_ticks", "Collect ticks", m.ticks.clone());
@@ -137,6 +161,36 @@ impl Metrics {
             "mapper_reports_coalesced",
             "Twins superseded by a newer value, or not repeated while throttled",
             m.reports_coalesced.clone(),
+        );
+        registry.register(
+            "mapper_sink_queued",
+            "Records waiting in a sink target's memory queue",
+            m.sink_queued.clone(),
+        );
+        registry.register(
+            "mapper_sink_spooled",
+            "Records waiting in a sink target's on-disk spool",
+            m.sink_spooled.clone(),
+        );
+        registry.register(
+            "mapper_sink_delivered",
+            "Records a sink target took",
+            m.sink_delivered.clone(),
+        );
+        registry.register(
+            "mapper_sink_dropped",
+            "Records dropped by a full sink queue or spool, oldest first",
+            m.sink_dropped.clone(),
+        );
+        registry.register(
+            "mapper_sink_failures",
+            "Sink delivery attempts that failed and are retried",
+            m.sink_failures.clone(),
+        );
+        registry.register(
+            "mapper_sink_config_errors",
+            "Push/db methods skipped because they cannot work as configured",
+            m.sink_config_errors.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -95,4 +95,15 @@ impl Sample {
 pub trait SampleSink: Send + Sync + 'static {
     /// One reading of `property` of `device`.
     fn accept(&self, device: &crate::spec::ObjectId, property: &str, sample: &Sample);
+
+    /// A device (re)started with `spec` and `model`; called before its first
+    /// sample, under the supervisor's lock, so it must be quick. Default: nothing.
+    fn device_started(&self, spec: &crate::spec::DeviceSpec, model: &crate::spec::DeviceModel) {
+        let _ = (spec, model);
+    }
+
+    /// A device was removed; no more samples of it follow. Default: nothing.
+    fn device_stopped(&self, id: &crate::spec::ObjectId) {
+        let _ = id;
+    }
 }

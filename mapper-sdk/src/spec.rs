@@ -63,6 +63,9 @@ pub struct PropertySpec {
     pub report_cycle: Duration,
     /// Whether the value is reported as a twin.
     pub report_to_cloud: bool,
+    /// `pushMethod` (with `dbMethod`): the data plane's targets for this
+    /// property ([`crate::sink`]).
+    pub push_method: crate::sink::PushMethod,
 }
 
 /// A device as the runtime runs it.

@@ -10,6 +10,7 @@ use serde_json::Map;
 
 use crate::error::SpecError;
 use crate::runtime::{DesiredOutcome, DeviceSnapshot};
+use crate::sink::PushMethod;
 use crate::spec::{
     DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE, bound, cycle,
 };
@@ -89,6 +90,7 @@ pub(crate) fn device_from_proto(d: &pb::Device) -> Result<DeviceSpec, SpecError>
             collect_cycle: cycle(p.collect_cycle),
             report_cycle: cycle(p.report_cycle),
             report_to_cloud: p.report_to_cloud,
+            push_method: p.push_method.as_ref().map(push_method).unwrap_or_default(),
         };
         for (what, c) in [
             ("collectCycle", prop.collect_cycle),
@@ -116,6 +118,69 @@ pub(crate) fn device_from_proto(d: &pb::Device) -> Result<DeviceSpec, SpecError>
         properties,
         state_report,
     })
+}
+
+/// A property's `pushMethod` (with its `dbMethod`) in the SDK's terms. A
+/// message that names a method but leaves its client config out yields a
+/// method with empty fields, which the data plane refuses by name.
+fn push_method(p: &pb::PushMethod) -> PushMethod {
+    use crate::sink::method as m;
+    let db = p.db_method.as_ref();
+    PushMethod {
+        http: p.http.as_ref().map(|h| m::HttpPush {
+            host_name: h.hostname.clone(),
+            port: h.port,
+            request_path: h.requestpath.clone(),
+            timeout_ms: h.timeout,
+        }),
+        mqtt: p.mqtt.as_ref().map(|q| m::MqttPush {
+            address: q.address.clone(),
+            topic: q.topic.clone(),
+            qos: q.qos,
+            retained: q.retained,
+        }),
+        otel: p.otel.as_ref().map(|o| m::OtelPush {
+            endpoint_url: o.endpoint_url.clone(),
+        }),
+        db: m::DbMethod {
+            influxdb2: db.and_then(|d| d.influxdb2.as_ref()).map(|i| {
+                let c = i.influxdb2_client_config.clone().unwrap_or_default();
+                let d = i.influxdb2_data_config.clone().unwrap_or_default();
+                m::Influxdb2 {
+                    url: c.url,
+                    org: c.org,
+                    bucket: c.bucket,
+                    measurement: d.measurement,
+                    tags: d.tag.into_iter().collect(),
+                    field_key: d.field_key,
+                }
+            }),
+            redis: db.and_then(|d| d.redis.as_ref()).map(|r| {
+                let c = r.redis_client_config.clone().unwrap_or_default();
+                m::RedisDb {
+                    addr: c.addr,
+                    db: c.db,
+                    pool_size: c.poolsize,
+                    min_idle_conns: c.min_idle_conns,
+                }
+            }),
+            tdengine: db.and_then(|d| d.tdengine.as_ref()).map(|t| {
+                let c = t.td_engine_client_config.clone().unwrap_or_default();
+                m::TdEngineDb {
+                    addr: c.addr,
+                    db_name: c.dbname,
+                }
+            }),
+            mysql: db.and_then(|d| d.mysql.as_ref()).map(|q| {
+                let c = q.mysql_client_config.clone().unwrap_or_default();
+                m::MysqlDb {
+                    addr: c.addr,
+                    database: c.database,
+                    user_name: c.user_name,
+                }
+            }),
+        },
+    }
 }
 
 /// A twin as stock EdgeCore needs it: both halves always set (spec §2.4), the

@@ -186,6 +186,9 @@ impl Supervisor {
         let cancel = self.shutdown.child_token();
         let (desired_tx, desired_rx) = watch::channel(spec.clone());
         *entry.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = DeviceSnapshot::default();
+        for sink in self.sinks.iter() {
+            sink.device_started(&spec, &model);
+        }
         let ctx = task::DeviceCtx {
             driver: self.driver.clone(),
             sinks: self.sinks.clone(),
@@ -231,6 +234,9 @@ impl Supervisor {
                     r.cancel.cancel();
                 }
                 self.reporter.forget(id);
+                for sink in self.sinks.iter() {
+                    sink.device_stopped(id);
+                }
                 tracing::info!(device = %id, "device removed");
                 true
             }

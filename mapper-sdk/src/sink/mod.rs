@@ -1,0 +1,385 @@
+//! The data plane: a property's `pushMethod` and `dbMethod` targets, fed by
+//! the same sample as the twin (one device read, however many consumers).
+//!
+//! [`DataPlane`] is a [`SampleSink`]. For each device it starts, it builds the
+//! routes of every property that has a `pushMethod`; for each good sample of
+//! such a property, at most one per `reportCycle` (default 1 s; a sink is never
+//! sent more samples than were read), it builds one [`Record`] and queues it on
+//! each of the property's targets.
+//!
+//! A target is one destination (one MQTT broker, one HTTP server, one
+//! database), shared by every property that names it: one connection, one
+//! bounded memory queue, one on-disk spool table and one forwarding task,
+//! so a slow or dead target never blocks collection or the other targets
+//! ([`queue`] has the ordering and durability rules).
+//!
+//! | method | target key | delivery |
+//! |---|---|---|
+//! | `mqtt` | broker address | one persistent connection (rumqttc), MQTT 3.1.1 (5 with `?version=5`), TLS with `ssl://`; QoS 1/2 wait for the broker's acknowledgement |
+//! | `http` | `scheme://host:port` | POST per record on a keep-alive client; non-2xx is a failure |
+//! | `otel` | endpoint URL | OTLP/HTTP JSON metrics export, one gauge per property |
+//! | `influxdb2` | url + org + bucket | line protocol, one `/api/v2/write` per batch, `Authorization: Token $TOKEN` |
+//! | `redis` | addr + db | `ZADD <device> <ms> <DataModel JSON>`, one pipeline per batch |
+//! | `mysql` | addr + database + user | rows in `` `<ns>/<device>/<property>` `` (created if absent), one transaction per batch |
+//! | `TDEngine` | addr + dbName | one REST `INSERT … USING` per batch (cargo feature `tdengine`) |
+//!
+//! Differences from mapper-framework (spec §4.7): every configured push and
+//! DB method receives the samples (stock uses only the first of http, mqtt,
+//! otel); no extra device reads; a target that is down queues instead of
+//! losing samples (or, for stock MQTT before v1.22, exiting the process).
+//!
+//! A method that cannot work as configured (unknown scheme, malformed
+//! address, a database kind left out of the build) is logged as an error
+//! naming the device, property and target, counted in
+//! `mapper_sink_config_errors_total`, and skipped; the twin keeps reporting.
+
+pub mod method;
+pub mod options;
+pub mod record;
+
+mod http;
+mod influx;
+mod mqtt;
+#[cfg(feature = "mysql")]
+mod mysql;
+mod otel;
+pub(crate) mod queue;
+#[cfg(feature = "redis")]
+mod redis;
+pub(crate) mod target;
+#[cfg(feature = "tdengine")]
+mod tdengine;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use method::PushMethod;
+pub use options::{DataOptions, PayloadFormat};
+pub use record::Record;
+
+use crate::metrics::Metrics;
+use crate::sample::{Quality, Sample, SampleSink};
+use crate::spec::{DeviceModel, DeviceSpec, ObjectId};
+use queue::{Lane, LaneMetrics, SpoolFile};
+use target::{Entry, Route, Target, TargetSpec};
+
+/// Why a sink target cannot take records.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// It can never work as configured (bad address, unknown scheme, feature
+    /// not built).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// It could not be reached or did not answer (retried).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// It answered with a refusal: non-2xx, an authentication failure, a SQL
+    /// error (retried: the cause may be fixed on the other side).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// A TLS client configuration with the ring provider (the workspace's one
+/// rustls provider) and the roots from the PEM file named by the environment
+/// variable `ca_var`, else the system's.
+///
+/// Fails with [`SinkError::Config`] when that file cannot be read or holds no
+/// usable certificate.
+pub(crate) fn client_tls(ca_var: &str) -> Result<rustls::ClientConfig, SinkError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = std::env::var_os(ca_var) {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |e: &dyn std::fmt::Display| {
+            SinkError::Config(format!("{ca_var}={}: {e}", path.to_string_lossy()))
+        };
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&path).map_err(|e| bad(&e))? {
+            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(bad(&"no certificate in the file"));
+        }
+    } else {
+        for c in rustls_native_certs::load_native_certs().certs {
+            // A system certificate rustls cannot use is skipped, as browsers do.
+            let _ = roots.add(c);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SinkError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The routes of one property.
+struct PropRoute {
+    ty: String,
+    every: Duration,
+    tolerance: Duration,
+    last: Mutex<Option<SystemTime>>,
+    outs: Vec<(Arc<Lane>, Route)>,
+}
+
+impl PropRoute {
+    /// Whether a sample received at `t` is due (one per `reportCycle`).
+    fn due(&self, t: SystemTime) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let due = match *last {
+            None => true,
+            Some(prev) => t
+                .duration_since(prev)
+                .is_ok_and(|d| d + self.tolerance >= self.every),
+        };
+        if due {
+            *last = Some(t);
+        }
+        due
+    }
+}
+
+/// The push and database sinks of one mapper; see the module docs.
+pub struct DataPlane {
+    opts: DataOptions,
+    metrics: Arc<Metrics>,
+    spool: Option<SpoolFile>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    lanes: Mutex<HashMap<TargetSpec, Arc<Lane>>>,
+    routes: RwLock<HashMap<ObjectId, Arc<HashMap<String, PropRoute>>>>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("opts", &self.opts)
+            .field("spool", &self.spool.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    /// A data plane with `opts`, its forwarding tasks on `tracker`, stopping
+    /// at `shutdown`. Opens the spool (see [`DataOptions::state_dir`]) and
+    /// starts delivering what an earlier run left in it. Must be called inside
+    /// a tokio runtime.
+    pub fn new(
+        opts: DataOptions,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let spool = if opts.spool {
+            let dir = opts.resolved_state_dir();
+            match SpoolFile::open(&dir) {
+                Ok(s) => {
+                    tracing::debug!(dir = %dir.display(), "sink spool open");
+                    Some(s)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        dir = %dir.display(), error = %e,
+                        "no sink spool: queued samples stay in memory only and do not survive a restart (set data.state_dir)"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let plane = Self {
+            opts,
+            metrics,
+            spool,
+            tracker,
+            shutdown,
+            lanes: Mutex::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
+        };
+        if let Some(s) = &plane.spool {
+            for spec in s.pending_targets() {
+                tracing::info!(sink = %spec.key(), "delivering records spooled by an earlier run");
+                if let Err(e) = plane.lane(&spec) {
+                    tracing::error!(sink = %spec.key(), error = %e, "spooled records cannot be delivered");
+                }
+            }
+        }
+        plane
+    }
+
+    /// The lane of `spec`, starting its target and forwarder the first time.
+    fn lane(&self, spec: &TargetSpec) -> Result<Arc<Lane>, SinkError> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = lanes.get(spec) {
+            return Ok(l.clone());
+        }
+        let target = Target::new(spec, &self.opts)?;
+        let key = spec.key();
+        let spool = match &self.spool {
+            Some(f) => match f.lane(spec, self.opts.spool_max_bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(sink = %key, error = %e, "no spool for this target: memory queue only");
+                    None
+                }
+            },
+            None => None,
+        };
+        let lane = Arc::new(Lane::new(
+            key.clone(),
+            self.opts.memory_records,
+            LaneMetrics::new(&self.metrics, &key),
+        ));
+        tracing::info!(sink = %key, "sink target started");
+        self.tracker.spawn(queue::forward(
+            lane.clone(),
+            target,
+            spool,
+            self.opts.clone(),
+            self.shutdown.child_token(),
+        ));
+        lanes.insert(spec.clone(), lane.clone());
+        Ok(lane)
+    }
+
+    /// The targets and routes of one property's push method.
+    fn outs(&self, push: &PushMethod) -> Vec<Result<(TargetSpec, Route), SinkError>> {
+        let mut v = Vec::new();
+        if let Some(h) = &push.http {
+            v.push(http::route(h));
+        }
+        if let Some(m) = &push.mqtt {
+            v.push(mqtt::route(m));
+        }
+        if let Some(o) = &push.otel {
+            v.push(Ok((
+                TargetSpec::Otel {
+                    endpoint: o.endpoint_url.trim().to_owned(),
+                },
+                Route::Otel,
+            )));
+        }
+        if let Some(i) = &push.db.influxdb2 {
+            v.push(influx::route(i));
+        }
+        if let Some(r) = &push.db.redis {
+            v.push(Ok((
+                TargetSpec::Redis {
+                    addr: r.addr.trim().to_owned(),
+                    db: r.db,
+                },
+                Route::Redis,
+            )));
+        }
+        if let Some(m) = &push.db.mysql {
+            v.push(Ok((
+                TargetSpec::Mysql {
+                    addr: m.addr.trim().to_owned(),
+                    database: m.database.clone(),
+                    user: m.user_name.clone(),
+                },
+                Route::Mysql,
+            )));
+        }
+        if let Some(t) = &push.db.tdengine {
+            v.push(Ok((
+                TargetSpec::Tdengine {
+                    addr: t.addr.trim().to_owned(),
+                    db: t.db_name.clone(),
+                },
+                Route::Tdengine,
+            )));
+        }
+        v
+    }
+}
+
+impl SampleSink for DataPlane {
+    fn accept(&self, device: &ObjectId, property: &str, sample: &Sample) {
+        let (Quality::Good, Some(value)) = (&sample.quality, &sample.value) else {
+            return;
+        };
+        let routes = {
+            let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            match r.get(device) {
+                Some(d) => d.clone(),
+                None => return,
+            }
+        };
+        let Some(p) = routes.get(property) else {
+            return;
+        };
+        if !p.due(sample.received_time) {
+            return;
+        }
+        let record = Record {
+            device: device.name.clone(),
+            namespace: device.namespace.clone(),
+            property: property.to_owned(),
+            value: value.to_string(),
+            ty: p.ty.clone(),
+            timestamp: sample.timestamp_ms(),
+        };
+        for (lane, route) in &p.outs {
+            lane.push(Arc::new(Entry {
+                record: record.clone(),
+                route: route.clone(),
+            }));
+        }
+    }
+
+    fn device_started(&self, spec: &DeviceSpec, model: &DeviceModel) {
+        let mut props = HashMap::new();
+        for p in spec.properties.iter().filter(|p| !p.push_method.is_empty()) {
+            let mut outs = Vec::new();
+            for out in self.outs(&p.push_method) {
+                let res = out.and_then(|(t, r)| self.lane(&t).map(|l| (l, r)));
+                match res {
+                    Ok(o) => outs.push(o),
+                    Err(e) => {
+                        self.metrics.sink_config_errors.inc();
+                        tracing::error!(
+                            device = %spec.id, property = %p.name, error = %e,
+                            "push/db method cannot work as configured; skipped (the twin keeps reporting)"
+                        );
+                    }
+                }
+            }
+            if outs.is_empty() {
+                continue;
+            }
+            let ty = model
+                .properties
+                .get(&p.name)
+                .map(|m| m.type_text.trim().to_ascii_lowercase())
+                .unwrap_or_else(|| "string".to_owned());
+            props.insert(
+                p.name.clone(),
+                PropRoute {
+                    ty,
+                    every: p.report_cycle,
+                    tolerance: (p.collect_cycle / 2).min(p.report_cycle / 2),
+                    last: Mutex::new(None),
+                    outs,
+                },
+            );
+        }
+        let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if props.is_empty() {
+            r.remove(&spec.id);
+        } else {
+            r.insert(spec.id.clone(), Arc::new(props));
+        }
+    }
+
+    fn device_stopped(&self, id: &ObjectId) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
