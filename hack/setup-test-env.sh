@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need, idempotently: socat and mbpoll, rustfmt/clippy,
-# and a Python venv in target/test-env/venv with grpcio (the out-of-Rust DMI
-# peer) and pymodbus (an independent Modbus server).
+# Installs what the tests need, idempotently: socat and mbpoll, mosquitto,
+# redis-server, MariaDB and VictoriaMetrics, rustfmt/clippy, and a Python venv in target/test-env/venv with
+# grpcio (the out-of-Rust DMI peer) and pymodbus (an independent Modbus server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,10 @@ apt_install() {
 if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
 # Modbus peers: socat (virtual serial lines), mbpoll (a real Modbus client CLI).
 apt_install socat mbpoll
+# Data-plane peers (sink and MQTT bridge tests): an MQTT broker and its CLI
+# clients, Redis, MariaDB, and VictoriaMetrics (takes InfluxDB line protocol).
+# The tests start their own instances on free loopback ports.
+apt_install mosquitto mosquitto-clients redis-server mariadb-server mariadb-client victoria-metrics
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3-venv; fi
 
 for comp in rustfmt clippy; do

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub use edgecore_dmi::views::{DeviceView, PropertyView, StatusView};
 
+pub mod peers;
+
 /// Path of a workspace binary next to the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -3,9 +3,10 @@
 //!
 //! [`DataPlane`] is a [`SampleSink`]. For each device it starts, it builds the
 //! routes of every property that has a `pushMethod`; for each good sample of
-//! such a property, at most one per `reportCycle` (default 1 s; a sink is never
-//! sent more samples than were read), it builds one [`Record`] and queues it on
-//! each of the property's targets.
+//! such a property, at most one per `reportCycle` (default 1 s; every sample
+//! when `reportCycle` ≤ `collectCycle`; a sink is never sent more samples than
+//! were read), it builds one [`Record`] and queues it on each of the
+//! property's targets.
 //!
 //! A target is one destination (one MQTT broker, one HTTP server, one
 //! database), shared by every property that names it: one connection, one
@@ -361,8 +362,15 @@ impl SampleSink for DataPlane {
                 p.name.clone(),
                 PropRoute {
                     ty,
-                    every: p.report_cycle,
-                    tolerance: (p.collect_cycle / 2).min(p.report_cycle / 2),
+                    // A report cycle at or below the collect cycle forwards
+                    // every sample; above it, one per report cycle, with half
+                    // a collect cycle of slack for tick jitter.
+                    every: if p.report_cycle <= p.collect_cycle {
+                        Duration::ZERO
+                    } else {
+                        p.report_cycle
+                    },
+                    tolerance: p.collect_cycle / 2,
                     last: Mutex::new(None),
                     outs,
                 },

@@ -184,7 +184,7 @@ macro_rules! deliver_on {
                     acks = acks.saturating_sub(1)
                 }
                 Ok(_) => {}
-                Err(e) => return Err(refusal(e.to_string())),
+                Err(e) => return Err(refusal(&e)),
             }
         }
         Ok(())
@@ -198,14 +198,17 @@ macro_rules! connect_on {
             match $eventloop.poll().await {
                 Ok($m::Event::Incoming($m::Incoming::ConnAck(..))) => break Ok(()),
                 Ok(_) => {}
-                Err(e) => break Err(refusal(e.to_string())),
+                Err(e) => break Err(refusal(&e)),
             }
         }
     }};
 }
 
-fn refusal(text: String) -> SinkError {
-    if text.contains("refused") {
+/// A broker's CONNACK refusal (bad credentials, not authorised) is a
+/// refusal; everything else means it could not be reached.
+fn refusal(e: &dyn std::fmt::Display) -> SinkError {
+    let text = e.to_string();
+    if text.starts_with("Connection refused, return code") {
         SinkError::Refused(text)
     } else {
         SinkError::Unreachable(text)

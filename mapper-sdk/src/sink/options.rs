@@ -80,7 +80,7 @@ impl Default for DataOptions {
             delivery_timeout: Duration::from_secs(10),
             payload: PayloadFormat::Json,
             retry_min: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(10),
             client_name: "mapper".to_owned(),
         }
     }

@@ -553,7 +553,7 @@ mod tests {
         }
         // A new process finds the rest, in order, and the target it belongs to.
         let f = SpoolFile::open(dir.path()).unwrap();
-        assert_eq!(f.pending_targets(), [spec.clone()]);
+        assert_eq!(f.pending_targets(), std::slice::from_ref(&spec));
         let mut s = f.lane(&spec, 1 << 20).unwrap();
         assert_eq!(s.len, 2);
         s.append(&[entry(5)]).unwrap();
@@ -569,7 +569,9 @@ mod tests {
                 2 * one + one / 2,
             )
             .unwrap();
-        let a = small.append(&(6..10).map(entry).collect::<Vec<_>>()).unwrap();
+        let a = small
+            .append(&(6..10).map(entry).collect::<Vec<_>>())
+            .unwrap();
         assert_eq!(a.dropped, 2);
         assert_eq!(values(&small.peek(10).unwrap().unwrap()), ["8", "9"]);
     }
@@ -583,7 +585,11 @@ mod tests {
         let aside = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().starts_with("spool.redb.damaged-"));
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("spool.redb.damaged-")
+            });
         assert!(aside);
     }
 
@@ -601,6 +607,9 @@ mod tests {
         lane.push(entry(5));
         lane.commit(b.0);
         assert_eq!(values(&lane.peek(10).unwrap()), ["4", "5"]);
-        assert!(m.render().contains("mapper_sink_dropped_total{sink=\"t\"} 3"));
+        assert!(
+            m.render()
+                .contains("mapper_sink_dropped_total{sink=\"t\"} 3")
+        );
     }
 }
