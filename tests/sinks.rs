@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e_tests::peers::{Peer, installed, run};
+use e2e_tests::peers::{HttpReceiver, Peer, installed, run};
 use e2e_tests::{Node, http_get, prop, wait_for};
 
 const DEVICE: &str = "sink-dev";
@@ -495,4 +495,114 @@ fn influxdb2_outage_with_mapper_kill_loses_nothing() {
     let mut vm = Peer::victoria_metrics(dir.path());
     let push = influx_push(vm.port);
     outage(&mut vm, &push, true, &vm_values);
+}
+
+// --- HTTP push, OTLP/HTTP and TDengine REST (local receiver) ---------------
+
+#[test]
+fn http_push_posts_documents_and_retries_refusals() {
+    let rx = HttpReceiver::start("ok");
+    let push = format!(
+        "        http:\n          hostName: http://127.0.0.1\n          port: {}\n          requestPath: /readings\n          timeout: 2000",
+        rx.port
+    );
+    let _node = node_with(&push);
+    wait_for("posts", 30, || (rx.taken().len() >= 5).then_some(()));
+    // The endpoint refuses for a while (503): nothing is lost, order is kept.
+    rx.answer(503);
+    std::thread::sleep(Duration::from_secs(3));
+    rx.answer(200);
+    let values = wait_for("posts after the refusals", 60, || {
+        let v: Vec<i64> = rx
+            .taken()
+            .iter()
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .filter_map(|j| j["value"].as_i64())
+            .collect();
+        (v.len() >= 60).then_some(v)
+    });
+    check_sequence("http push", &values, 1, 0);
+    let r = &rx.taken()[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/readings"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (doc["device"].as_str(), doc["property"].as_str()),
+        (Some(DEVICE), Some("n"))
+    );
+}
+
+#[test]
+fn otel_push_exports_gauges() {
+    let rx = HttpReceiver::start("{}");
+    let push = format!(
+        "        otel:\n          endpointURL: http://127.0.0.1:{}/v1/metrics",
+        rx.port
+    );
+    let _node = node_with(&push);
+    let r = wait_for("an export", 30, || rx.taken().into_iter().next());
+    assert_eq!(r.path, "/v1/metrics");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let rm = &j["resourceMetrics"][0];
+    assert_eq!(
+        rm["resource"]["attributes"][0]["value"]["stringValue"],
+        format!("default/{DEVICE}")
+    );
+    let metric = &rm["scopeMetrics"][0]["metrics"][0];
+    assert_eq!(metric["name"], "n");
+    assert!(
+        metric["gauge"]["dataPoints"][0]["asDouble"].is_number(),
+        "{metric}"
+    );
+}
+
+#[test]
+fn tdengine_rows_go_through_the_rest_api() {
+    let rx = HttpReceiver::start(r#"{"code":0,"column_meta":[],"data":[],"rows":0}"#);
+    let push = format!(
+        "        dbMethod:\n          TDEngine:\n            TDEngineClientConfig:\n              addr: 127.0.0.1:{}\n              dbName: plant",
+        rx.port
+    );
+    let _node = node_with(&push);
+    wait_for("an insert", 30, || (rx.taken().len() >= 2).then_some(()));
+    let taken = rx.taken();
+    assert!(taken.iter().all(|r| r.path == "/rest/sql"));
+    // Default credentials root:taosdata, as mapper-framework's DSN.
+    assert_eq!(
+        taken[0].header("authorization"),
+        Some("Basic cm9vdDp0YW9zZGF0YQ==")
+    );
+    assert!(
+        taken[0]
+            .body
+            .starts_with("CREATE STABLE IF NOT EXISTS plant.default_sink_dev "),
+        "{}",
+        taken[0].body
+    );
+    assert!(
+        taken[1].body.starts_with(
+            "INSERT INTO plant.default_sink_dev_n USING plant.default_sink_dev TAGS ('n') VALUES ("
+        ),
+        "{}",
+        taken[1].body
+    );
+}
+
+#[test]
+fn a_sink_that_cannot_work_is_named_and_the_twin_keeps_reporting() {
+    let push = "        mqtt:\n          address: http://127.0.0.1:1883\n          topic: a/b\n          qos: 1\n          retained: false\n        dbMethod:\n          redis:\n            redisClientConfig:\n              addr: 127.0.0.1:notaport\n              db: 0";
+    let node = node_with(push);
+    wait_for("twins", 30, || twin(&node).filter(|n| *n >= 5));
+    let logs = node.logs();
+    for want in ["unknown scheme `http`", "bad port `notaport`"] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("no log line with {want}:\n{logs}"));
+        assert!(
+            line.contains("device=default/sink-dev") && line.contains("property=n"),
+            "{line}"
+        );
+    }
 }

@@ -204,3 +204,117 @@ impl Drop for Peer {
         }
     }
 }
+
+/// One request an [`HttpReceiver`] took.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 server (keep-alive, `Content-Length` bodies) that
+/// records every request and answers with a configurable status and body:
+/// the stand-in for targets that cannot run here (an OpenTelemetry collector,
+/// TDengine's REST API) and for an HTTP push endpoint.
+#[derive(Debug, Clone)]
+pub struct HttpReceiver {
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+}
+
+impl HttpReceiver {
+    /// Starts on a free loopback port, answering `200` with `body`.
+    pub fn start(body: &str) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Self {
+            port: listener.local_addr().unwrap().port(),
+            requests: Default::default(),
+            answer: std::sync::Arc::new(std::sync::Mutex::new((200, body.to_owned()))),
+        };
+        let me = r.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let me = me.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = line.split_whitespace();
+                        let method = parts.next().unwrap_or_default().to_owned();
+                        let path = parts.next().unwrap_or_default().to_owned();
+                        let mut headers = Vec::new();
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                            }
+                        }
+                        let len: usize = headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                            .and_then(|(_, v)| v.parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let (status, answer) = me.answer.lock().unwrap().clone();
+                        if status < 300 {
+                            me.requests.lock().unwrap().push(Received {
+                                method,
+                                path,
+                                headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            });
+                        }
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if conn.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        r
+    }
+
+    /// Answers `status` from now on (requests answered with 300 or more are
+    /// not recorded: the sender must send them again).
+    pub fn answer(&self, status: u16) {
+        self.answer.lock().unwrap().0 = status;
+    }
+
+    /// The requests taken so far.
+    pub fn taken(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+}
