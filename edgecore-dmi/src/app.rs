@@ -10,6 +10,8 @@
 //! * `snapshots`: applies the source's snapshots to the hub;
 //! * `status writer` (Kubernetes source): patches twins and state back;
 //! * `admin API`: serves `edgecore-dmi devices`;
+//! * `MQTT bridge connection` and `MQTT bridge publisher` (with
+//!   `--mqtt-broker`): [`crate::bridge`];
 //! * the DMI server itself, on the caller's task.
 //!
 //! All but the per-mapper dispatchers are critical ([`spawn_critical`]): if one
@@ -31,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, SourceKind};
 use crate::hub::Hub;
 use crate::source::{DeviceSource, DirectorySource, SourceEvent};
-use crate::{admin, dispatch, persist, server};
+use crate::{admin, bridge, dispatch, persist, server};
 
 /// How long tasks get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -112,6 +114,12 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
     ));
     persist::restore(&store, &hub).await?;
     let source = Source::from_config(&cfg, &hub).await?;
+    // Built before anything is served: a bad broker URL or TLS file stops the
+    // start; a broker that is down does not.
+    let mqtt = match cfg.mqtt.broker {
+        Some(_) => Some(bridge::MqttBridge::new(&cfg.mqtt, hub.clone())?),
+        None => None,
+    };
 
     let tasks = TaskTracker::new();
     spawn_critical(
@@ -139,6 +147,9 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
         spawn_critical(&tasks, &shutdown, "admin API", async move {
             admin::serve(&path, hub, sd).await
         });
+    }
+    if let Some(mqtt) = mqtt {
+        mqtt.spawn(&tasks, &shutdown);
     }
 
     tracing::info!(

@@ -12,6 +12,12 @@
 //! statusMode: deviceStatus                 # kubernetes: deviceStatus (v1.23+) | legacy
 //! statusInterval: 1s                       # kubernetes: at most one status patch per device per interval
 //! statusQps: 50                            # kubernetes: status patches per second, at most
+//! mqttBroker: tcp://127.0.0.1:1883         # the MQTT bridge (off when unset); ssl:// or mqtts:// for TLS
+//! mqttQos: 0                               # 0 (as stock EdgeCore) or 1
+//! mqttClientId: edgecore-dmi-node-1        # default: edgecore-dmi-<pid>-<random>
+//! mqttCaFile: /etc/kubeedge/ca.crt         # TLS: CA bundle (default: the system's)
+//! mqttCertFile: /etc/kubeedge/client.crt   # TLS: client certificate (with mqttKeyFile)
+//! mqttKeyFile: /etc/kubeedge/client.key
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -97,6 +103,36 @@ pub struct ConfigFile {
     /// `kill -9` can lose of acknowledged reports).
     #[serde(default, with = "humantime_serde")]
     pub persist_interval: Option<Duration>,
+    /// MQTT broker of the device-topic bridge.
+    pub mqtt_broker: Option<String>,
+    /// QoS of the bridge's messages and subscriptions (0 or 1).
+    pub mqtt_qos: Option<u8>,
+    /// The bridge's MQTT client id.
+    pub mqtt_client_id: Option<String>,
+    /// CA bundle for a TLS broker.
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// Client certificate for a TLS broker.
+    pub mqtt_cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub mqtt_key_file: Option<PathBuf>,
+}
+
+/// The MQTT device-topic bridge ([`crate::bridge`]); it runs when `broker`
+/// is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// Broker URL (`tcp://host:1883`, `mqtt://`, `ssl://`, `mqtts://`).
+    pub broker: Option<String>,
+    /// QoS 0 (the default, as stock EdgeCore's `mqttQOS`) or 1.
+    pub qos: u8,
+    /// Client id (default: `edgecore-dmi-<pid>-<random>`).
+    pub client_id: Option<String>,
+    /// CA bundle for TLS (default: `$SSL_CERT_FILE`, then the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for TLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Resolved configuration, passed by value into [`crate::run`].
@@ -127,6 +163,8 @@ pub struct Config {
     pub persist_interval: Duration,
     /// Status patches per second, at most.
     pub status_qps: u32,
+    /// The MQTT device-topic bridge (off unless a broker is set).
+    pub mqtt: MqttConfig,
 }
 
 /// The admin socket that belongs to a DMI socket: same directory.
@@ -150,6 +188,7 @@ impl Default for Config {
             status_interval: Duration::from_secs(1),
             persist_interval: crate::PERSIST_INTERVAL,
             status_qps: 50,
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -195,6 +234,14 @@ impl Config {
         if let Some(v) = file.status_qps {
             c.status_qps = v;
         }
+        c.mqtt = MqttConfig {
+            broker: file.mqtt_broker,
+            qos: file.mqtt_qos.unwrap_or_default(),
+            client_id: file.mqtt_client_id,
+            ca_file: file.mqtt_ca_file,
+            cert_file: file.mqtt_cert_file,
+            key_file: file.mqtt_key_file,
+        };
         c
     }
 
@@ -243,6 +290,19 @@ mod tests {
         assert_eq!(c.persist_interval, Duration::from_millis(200));
         let c = Config::parse("persistInterval: 0s\n", Path::new("c.yaml")).unwrap();
         assert_eq!(c.persist_interval, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_mqtt_bridge_is_off_unless_a_broker_is_set() {
+        assert_eq!(Config::default().mqtt, MqttConfig::default());
+        let c = Config::parse(
+            "mqttBroker: ssl://b:8883\nmqttQos: 1\nmqttCaFile: /ca.pem\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.broker.as_deref(), Some("ssl://b:8883"));
+        assert_eq!(c.mqtt.qos, 1);
+        assert_eq!(c.mqtt.ca_file, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //! * keeps devices, models, mappers and the latest twins and state in an embedded
 //!   store (redb), serves from it right after a restart and re-dials the mappers
 //!   it knew;
-//! * answers `edgecore-dmi devices` through a local admin socket.
+//! * answers `edgecore-dmi devices` through a local admin socket;
+//! * optionally bridges KubeEdge's `$hw/events/device/...` MQTT topics
+//!   ([`bridge`], `--mqtt-broker`): twin documents, deltas and states out,
+//!   desired values in.
 //!
 //! Layering: `edgecore-dmi → dmi-proto, device-crds`.
 //!
@@ -44,6 +47,7 @@
 
 pub mod admin;
 mod app;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod convert;

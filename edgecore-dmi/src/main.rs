@@ -51,6 +51,13 @@ enum Command {
         /// Where twins are written back (kubernetes source).
         #[arg(long, value_enum)]
         status_mode: Option<StatusTarget>,
+        /// MQTT broker of the device-topic bridge (tcp://host:1883, mqtt://,
+        /// ssl:// or mqtts://); no bridge when unset.
+        #[arg(long, env = "EDGECORE_DMI_MQTT_BROKER")]
+        mqtt_broker: Option<String>,
+        /// QoS of the bridge's messages (0, as stock EdgeCore, or 1).
+        #[arg(long, env = "EDGECORE_DMI_MQTT_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
+        mqtt_qos: Option<u8>,
     },
     /// Show the running server's devices: state, desired and reported values.
     Devices {
@@ -89,8 +96,16 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         source,
         node_name,
         status_mode,
+        mqtt_broker,
+        mqtt_qos,
     }) = &cli.command
     {
+        if let Some(v) = mqtt_broker {
+            cfg.mqtt.broker = Some(v.clone());
+        }
+        if let Some(v) = mqtt_qos {
+            cfg.mqtt.qos = *v;
+        }
         if let Some(v) = source {
             cfg.source = *v;
         }

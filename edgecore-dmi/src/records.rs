@@ -70,4 +70,28 @@ pub struct TwinState {
     pub last_online: Option<String>,
     /// Twins by property.
     pub twins: BTreeMap<String, TwinRecord>,
+    /// Desired values set on the edge (over MQTT, [`crate::bridge`]) by
+    /// property; each replaces the device source's desired value of its
+    /// property until the source changes that value ([`EdgeDesired`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub edge_desired: BTreeMap<String, EdgeDesired>,
+}
+
+/// A desired value set on the edge (a `$hw/events/device/.../twin/update`
+/// message) rather than in the device source.
+///
+/// The newest write wins: this value replaces the source's desired value of
+/// the property, until the source's value differs from
+/// [`source_value`](Self::source_value), the one it had when this was set. A
+/// later edit of the YAML (or the Kubernetes Device) is newer, and replaces
+/// this one; edits of anything else leave it in place.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeDesired {
+    /// The desired value.
+    pub value: String,
+    /// The device source's desired value of the property when this was set
+    /// (empty when it had none).
+    pub source_value: String,
+    /// When it was set, ms since the epoch.
+    pub set_ms: u64,
 }

@@ -91,6 +91,9 @@ impl Hub {
     ) {
         {
             let mut st = self.lock();
+            // Twins first: they hold the desired values set on the edge,
+            // which the devices' messages include.
+            st.twins.extend(twins);
             for m in models {
                 st.models
                     .insert(ObjectKey::from_meta(&m.crd.metadata), ModelEntry::new(m));
@@ -100,7 +103,6 @@ impl Hub {
                 let entry = self.entry(&st, d);
                 st.devices.insert(k, entry);
             }
-            st.twins.extend(twins);
         }
         for m in mappers {
             tracing::info!(mapper = %m.name, protocol = %m.protocol, address = %m.address, "re-dialing known mapper");
@@ -108,7 +110,8 @@ impl Hub {
         }
     }
 
-    /// The DMI message of a device, merged with its model.
+    /// The DMI message of a device, merged with its model, with the desired
+    /// values set on the edge (`desired`).
     fn build(
         &self,
         st: &State,
@@ -121,14 +124,18 @@ impl Hub {
         match (model_key, model) {
             (None, _) => Err("spec.deviceModelRef.name is empty".to_owned()),
             (Some(mk), None) => Err(format!("model {mk} not found")),
-            (Some(_), Some(m)) => {
-                device_to_proto(&stored.crd, Some(m), self.encoding).map_err(|e| e.to_string())
-            }
+            (Some(_), Some(m)) => device_to_proto(&stored.crd, Some(m), self.encoding)
+                .map(|mut d| {
+                    let k = ObjectKey::from_meta(&stored.crd.metadata);
+                    Self::apply_edge_desired(st, &k, &mut d);
+                    d
+                })
+                .map_err(|e| e.to_string()),
         }
     }
 
     /// The catalog entry of a device, against the models in `st`.
-    fn entry(&self, st: &State, stored: Arc<StoredDevice>) -> DeviceEntry {
+    pub(super) fn entry(&self, st: &State, stored: Arc<StoredDevice>) -> DeviceEntry {
         let model_key = stored
             .crd
             .spec
@@ -236,6 +243,7 @@ impl Hub {
             if !same {
                 tracing::info!(device = %k, origin = %d.origin, "device {}", if st.devices.contains_key(&k) { "changed" } else { "added" });
                 st.dirty.insert(Dirty::Device(k.clone()));
+                Self::reconcile_edge_desired(&mut st, &k, &d.crd);
             }
             let entry = self.entry(&st, d);
             if let Err(e) = &entry.protocol {

@@ -16,10 +16,17 @@
 //! * `twins`: reported twins and states, and which devices need a status
 //!   write-back;
 //! * `persist`: which records changed since the store was last written;
-//! * `view`: the admin API's views.
+//! * `view`: the admin API's views;
+//! * `desired`: desired values set on the edge (the MQTT bridge), checked as
+//!   the cloud controller checks YAML ones and sent to mappers the way YAML
+//!   edits are;
+//! * `observe`: accepted twin and state reports, broadcast to observers (the
+//!   MQTT bridge).
 
 mod catalog;
+mod desired;
 mod mappers;
+mod observe;
 mod persist;
 mod plan;
 mod twins;
@@ -32,7 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use dmi_proto::config_data::NumberEncoding;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::key::ObjectKey;
 use crate::records::TwinState;
@@ -41,8 +48,10 @@ use self::catalog::{DeviceEntry, ModelEntry};
 use self::mappers::MapperLink;
 use self::persist::Dirty;
 
+pub use self::desired::DesiredRefusal;
 pub(crate) use self::mappers::NewMapperHook;
 pub use self::mappers::{MAPPER_EXPIRY, MAX_MAPPERS};
+pub use self::observe::{CHANGE_QUEUE, Change, StateChange, TwinChange, TwinsChange};
 pub(crate) use self::plan::Action;
 pub use self::twins::{
     MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE, ReportError, desired_status,
@@ -78,6 +87,8 @@ pub struct Hub {
     channel_opts: dmi_proto::transport::ChannelOptions,
     /// Called when a mapper link is created.
     on_new_mapper: NewMapperHook,
+    /// Accepted reports, for observers ([`Hub::subscribe_changes`]).
+    changes: broadcast::Sender<Change>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -104,6 +115,7 @@ impl Hub {
             persist_kick: Notify::new(),
             channel_opts,
             on_new_mapper,
+            changes: broadcast::channel(CHANGE_QUEUE).0,
         }
     }
 

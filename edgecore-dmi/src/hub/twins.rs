@@ -1,11 +1,13 @@
 //! Twins and states reported by mappers, and the bookkeeping of the status
 //! write-back: which devices changed since their status was last written.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dmi_proto::v1beta1 as pb;
 
 use super::Hub;
+use super::observe::{Change, StateChange, TwinChange, TwinsChange};
 use super::persist::Dirty;
 use crate::key::ObjectKey;
 use crate::records::{TwinRecord, TwinState};
@@ -146,23 +148,46 @@ impl Hub {
             }
         }
         let now = now_ms();
+        let observed = self.observed();
+        let mut updated = Vec::new();
         let state = st.twins.entry(k.clone()).or_default();
         for t in twins {
             let reported = t.reported.unwrap_or_default();
             let desired = t.observed_desired.unwrap_or_default();
-            state.twins.insert(
-                t.property_name,
-                TwinRecord {
-                    reported: reported.value,
-                    reported_meta: reported.metadata.into_iter().collect(),
-                    observed_desired: desired.value,
-                    desired_meta: desired.metadata.into_iter().collect(),
-                    updated_ms: now,
-                },
-            );
+            let record = TwinRecord {
+                reported: reported.value,
+                reported_meta: reported.metadata.into_iter().collect(),
+                observed_desired: desired.value,
+                desired_meta: desired.metadata.into_iter().collect(),
+                updated_ms: now,
+            };
+            let current = observed.then(|| record.clone());
+            let last = state.twins.insert(t.property_name.clone(), record);
+            if let Some(current) = current {
+                updated.push(TwinChange {
+                    property: t.property_name,
+                    last,
+                    current,
+                });
+            }
         }
+        let change = observed.then(|| TwinsChange {
+            device: k.clone(),
+            at_ms: now,
+            updated,
+            with_desired: state
+                .twins
+                .iter()
+                .filter(|(_, t)| !t.observed_desired.is_empty())
+                .map(|(p, t)| (p.clone(), t.clone()))
+                .collect(),
+        });
         st.status_dirty.insert(k.clone());
         st.dirty.insert(Dirty::Twins(k));
+        drop(st);
+        if let Some(c) = change {
+            self.emit(Change::Twins(Arc::new(c)));
+        }
         Ok(())
     }
 
@@ -179,10 +204,21 @@ impl Hub {
         } else {
             None
         };
+        let now = now_ms();
+        let change = self.observed().then(|| StateChange {
+            device: k.clone(),
+            state: state.clone(),
+            last_online: t.last_online.clone(),
+            at_ms: now,
+        });
         t.state = Some(state);
-        t.state_ms = Some(now_ms());
+        t.state_ms = Some(now);
         st.status_dirty.insert(k.clone());
         st.dirty.insert(Dirty::Twins(k));
+        drop(st);
+        if let Some(c) = change {
+            self.emit(Change::State(Arc::new(c)));
+        }
         Ok(())
     }
 

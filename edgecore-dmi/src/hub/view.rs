@@ -7,6 +7,7 @@ use std::time::Instant;
 use device_crds::MetaExt;
 
 use super::catalog::DeviceEntry;
+use super::desired::effective_desired;
 use super::twins::{desired_status, now_ms};
 use super::{Hub, State};
 use crate::key::ObjectKey;
@@ -73,23 +74,15 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
         .iter()
         .map(|p| {
             let t = twin.and_then(|t| t.twins.get(&p.name));
+            let desired = effective_desired(twin, p).filter(|v| !v.is_empty());
             PropertyView {
                 name: p.name.clone(),
-                desired: p
-                    .desired
-                    .as_ref()
-                    .map(|d| d.value.clone())
-                    .filter(|v| !v.is_empty()),
+                desired: desired.map(str::to_owned),
                 observed_desired: t
                     .map(|t| t.observed_desired.clone())
                     .filter(|v| !v.is_empty()),
-                desired_status: desired_status(p.desired.as_ref().map(|d| d.value.as_str()), t)
-                    .or_else(|| {
-                        p.desired
-                            .as_ref()
-                            .filter(|d| !d.value.is_empty())
-                            .and(fallback.map(str::to_owned))
-                    }),
+                desired_status: desired_status(desired, t)
+                    .or_else(|| desired.and(fallback.map(str::to_owned))),
                 desired_reason: t.and_then(|t| t.desired_meta.get("reason").cloned()),
                 reported: t.map(|t| t.reported.clone()).filter(|r| !r.is_empty()),
                 age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
