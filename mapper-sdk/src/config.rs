@@ -66,6 +66,11 @@ pub struct CommonConfig {
     /// `0.0.0.0` for all interfaces).
     #[serde(default)]
     pub http_bind: Option<std::net::IpAddr>,
+    /// File holding the bearer token the REST data panel requires when the
+    /// port is bound beyond loopback (an extension; `MAPPER_HTTP_TOKEN`
+    /// overrides it).
+    #[serde(default)]
+    pub http_token_file: Option<PathBuf>,
 }
 
 /// `runtime` section (extension).
@@ -168,6 +173,10 @@ pub struct MapperConfig {
     pub http_bind: std::net::IpAddr,
     /// Runtime tuning.
     pub runtime: RuntimeConfig,
+    /// Bearer token of the REST data panel (`MAPPER_HTTP_TOKEN`, else the
+    /// content of `common.http_token_file`); required for the panel when
+    /// `http_bind` is not loopback.
+    pub http_token: Option<String>,
     /// Push and database sinks.
     pub data: crate::sink::DataOptions,
 }
@@ -188,6 +197,7 @@ impl MapperConfig {
             http_port: None,
             http_bind: std::net::IpAddr::from([127, 0, 0, 1]),
             runtime: RuntimeConfig::default(),
+            http_token: None,
             data: crate::sink::DataOptions::default(),
         }
     }
@@ -222,6 +232,16 @@ impl MapperConfig {
         }
         if let Some(b) = file.common.http_bind {
             c.http_bind = b;
+        }
+        if let Some(path) = &file.common.http_token_file {
+            let t = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!(
+                    "{}: common.http_token_file {}: {e}",
+                    origin.display(),
+                    path.display()
+                ))
+            })?;
+            c.http_token = Some(t.trim().to_owned()).filter(|t| !t.is_empty());
         }
         if let Some(r) = file.runtime {
             c.runtime = r;
@@ -259,6 +279,12 @@ impl MapperConfig {
         }
         if let Some(v) = flags.http_bind {
             c.http_bind = v;
+        }
+        if let Some(t) = std::env::var("MAPPER_HTTP_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
+            c.http_token = Some(t.trim().to_owned());
         }
         if let Some(v) = &flags.state_dir {
             c.data.state_dir = Some(v.clone());

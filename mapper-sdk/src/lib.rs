@@ -96,6 +96,7 @@ mod error;
 pub mod link;
 mod mapper;
 mod metrics;
+pub mod panel;
 mod runtime;
 mod sample;
 pub mod sink;
@@ -117,10 +118,11 @@ pub use driver::{
 pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError};
 pub use mapper::{Mapper, SHUTDOWN_GRACE};
 pub use metrics::Metrics;
-pub use runtime::{DesiredOutcome, DeviceSnapshot, PropertySnapshot, Supervisor};
+pub use runtime::{DesiredOutcome, DeviceSnapshot, PropertySnapshot, Supervisor, WriteError};
 pub use sample::{Quality, Sample, SampleSink};
 pub use spec::{
-    DEFAULT_CYCLE, DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE,
+    DEFAULT_CYCLE, DeviceMethod, DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec,
+    SUSPICIOUS_CYCLE,
 };
 pub use value::{
     AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, coerce, is_twin_char,

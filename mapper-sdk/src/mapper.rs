@@ -19,7 +19,7 @@ use crate::metrics::{self, Metrics};
 use crate::runtime::Supervisor;
 use crate::sample::SampleSink;
 use crate::sink::DataPlane;
-use crate::{dmi, twin};
+use crate::{dmi, panel, twin};
 
 /// How long tasks get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -91,16 +91,25 @@ impl Mapper {
             tracker.clone(),
             shutdown.clone(),
         ));
-        let devices = Arc::new(dmi::server::Devices::new(supervisor));
         if let Some(port) = cfg.http_port {
             let addr = std::net::SocketAddr::from((cfg.http_bind, port));
+            let access = match (&cfg.http_token, cfg.http_bind.is_loopback()) {
+                (Some(t), _) => panel::Access::Token(t.clone()),
+                (None, true) => panel::Access::Open,
+                (None, false) => {
+                    tracing::warn!(%addr, "the HTTP port is bound beyond loopback without a token: the data panel answers 403 (set MAPPER_HTTP_TOKEN or common.http_token_file); /metrics stays open");
+                    panel::Access::Closed
+                }
+            };
+            let panel = panel::router(supervisor.clone(), access);
             let (m, sd) = (metrics.clone(), shutdown.clone());
             tracker.spawn(async move {
-                if let Err(e) = metrics::serve(addr, m, sd).await {
+                if let Err(e) = metrics::serve(addr, m, panel, sd).await {
                     tracing::error!(%addr, error = %e, "metrics endpoint failed");
                 }
             });
         }
+        let devices = Arc::new(dmi::server::Devices::new(supervisor));
         let client = DeviceManagerServiceClient::new(transport::channel(
             &cfg.edgecore_sock,
             ChannelOptions {

@@ -218,18 +218,21 @@ async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` until `shutdown`.
+/// Serves `/metrics`, `/healthz` and `panel` (the REST data panel) on `addr`
+/// until `shutdown`.
 pub(crate) async fn serve(
     addr: SocketAddr,
     m: Arc<Metrics>,
+    panel: axum::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics at /metrics");
+    tracing::info!(%addr, "metrics at /metrics, data panel at /api/v1/");
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(m);
+        .with_state(m)
+        .merge(panel);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -83,6 +83,21 @@ pub struct DeviceSpec {
     pub properties: Vec<PropertySpec>,
     /// State reporting: `Some(cycle)` when `status.reportToCloud` is set.
     pub state_report: Option<Duration>,
+    /// `spec.methods` (KubeEdge v1.19+): the named writes the data panel offers.
+    pub methods: Vec<DeviceMethod>,
+}
+
+/// A device method (`spec.methods[]`): a named write of some properties,
+/// offered by the REST data panel at
+/// `/api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{data}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceMethod {
+    /// Method name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The properties it may write.
+    pub property_names: Vec<String>,
 }
 
 impl DeviceSpec {

@@ -137,7 +137,13 @@ impl Node {
 
     /// As [`Self::start_mapper`], with extra flags.
     pub fn start_mapper_with(&mut self, protocol: &str, extra: &[&str]) {
+        self.start_mapper_env(protocol, extra, &[]);
+    }
+
+    /// As [`Self::start_mapper_with`], with extra environment variables.
+    pub fn start_mapper_env(&mut self, protocol: &str, extra: &[&str], env: &[(&str, &str)]) {
         let child = Command::new(bin(&format!("mapper-{protocol}")))
+            .envs(env.iter().copied())
             .args(extra)
             .arg("--config-file")
             .arg(repo().join(format!("examples/config/{protocol}-mapper.yaml")))
@@ -322,6 +328,37 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.0 200")
         .then(|| body.to_owned())
         .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
+}
+
+/// Status, headers (lower-case names) and body of an HTTP answer.
+pub type HttpAnswer = (u16, Vec<(String, String)>, String);
+
+/// An HTTP/1.0 request to `127.0.0.1:port`: the status, the response headers
+/// (lower-case names) and the body; `None` when nothing answered.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<HttpAnswer> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some((status, headers, body.to_owned()))
 }
 
 /// The value of one Prometheus sample line starting with `series`.

@@ -12,7 +12,8 @@ use crate::error::SpecError;
 use crate::runtime::{DesiredOutcome, DeviceSnapshot};
 use crate::sink::PushMethod;
 use crate::spec::{
-    DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE, bound, cycle,
+    DeviceMethod, DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec, SUSPICIOUS_CYCLE,
+    bound, cycle,
 };
 use crate::twin::{Batch, TwinUpdate};
 use crate::value::sanitize_twin_value;
@@ -117,6 +118,15 @@ pub(crate) fn device_from_proto(d: &pb::Device) -> Result<DeviceSpec, SpecError>
         protocol_config,
         properties,
         state_report,
+        methods: spec
+            .methods
+            .iter()
+            .map(|m| DeviceMethod {
+                name: m.name.clone(),
+                description: m.description.clone(),
+                property_names: m.property_names.clone(),
+            })
+            .collect(),
     })
 }
 

@@ -11,6 +11,7 @@ mod snapshot;
 mod task;
 
 pub use snapshot::{DesiredOutcome, DeviceSnapshot, PropertySnapshot};
+pub use task::WriteError;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +36,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 struct Running {
     model: Arc<DeviceModel>,
     desired_tx: watch::Sender<Arc<DeviceSpec>>,
+    commands: tokio::sync::mpsc::Sender<task::WriteCommand>,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -50,6 +52,10 @@ struct State {
     models: HashMap<ObjectId, Arc<DeviceModel>>,
     devices: HashMap<ObjectId, Entry>,
 }
+
+/// Writes waiting for one device (REST data panel); beyond it a write is
+/// refused at once.
+const WRITE_QUEUE: usize = 16;
 
 /// All devices and models of one mapper; see the module docs.
 pub struct Supervisor {
@@ -185,6 +191,7 @@ impl Supervisor {
         let spec = entry.spec.clone();
         let cancel = self.shutdown.child_token();
         let (desired_tx, desired_rx) = watch::channel(spec.clone());
+        let (commands, commands_rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         *entry.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = DeviceSnapshot::default();
         for sink in self.sinks.iter() {
             sink.device_started(&spec, &model);
@@ -212,7 +219,7 @@ impl Supervisor {
                 {
                     tracing::warn!("previous instance did not stop within {STOP_GRACE:?}");
                 }
-                task::run_device(ctx, desired_rx, token).await;
+                task::run_device(ctx, desired_rx, commands_rx, token).await;
             }
             .instrument(span),
         );
@@ -220,6 +227,7 @@ impl Supervisor {
         entry.running = Some(Running {
             model,
             desired_tx,
+            commands,
             cancel,
             handle,
         });
@@ -273,6 +281,64 @@ impl Supervisor {
         let e = st.devices.get(id)?;
         let s = e.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Some(s)
+    }
+
+    /// The spec and model of a running device.
+    pub fn device(&self, id: &ObjectId) -> Option<(Arc<DeviceSpec>, Arc<DeviceModel>)> {
+        let st = self.lock();
+        let e = st.devices.get(id)?;
+        let model = e.running.as_ref()?.model.clone();
+        Some((e.spec.clone(), model))
+    }
+
+    /// Writes `value` (text, converted per the model) to `property` of device
+    /// `id` now, outside the desired-value path: mapper-framework's
+    /// device-method write (spec §4.6). Waits for the device's answer, at most
+    /// twice the runtime's `io_timeout`.
+    ///
+    /// # Errors
+    /// [`WriteError`]: unknown device or property, a value the model refuses,
+    /// the device unreachable (or not answering in time), or refusing.
+    pub async fn write_property(
+        &self,
+        id: &ObjectId,
+        property: &str,
+        value: &str,
+    ) -> Result<(), WriteError> {
+        let tx = {
+            let st = self.lock();
+            let e = st
+                .devices
+                .get(id)
+                .ok_or_else(|| WriteError::UnknownDevice(id.to_string()))?;
+            match &e.running {
+                Some(r) => r.commands.clone(),
+                None => {
+                    return Err(WriteError::Unreachable {
+                        device: id.to_string(),
+                        reason: "waiting for its device model".into(),
+                    });
+                }
+            }
+        };
+        let unreachable = |reason: &str| WriteError::Unreachable {
+            device: id.to_string(),
+            reason: reason.to_owned(),
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let cmd = task::WriteCommand {
+            property: property.to_owned(),
+            value: value.to_owned(),
+            reply,
+        };
+        let wait = self.runtime.io_timeout * 2;
+        tx.try_send(cmd)
+            .map_err(|_| unreachable("too many writes waiting for this device"))?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(unreachable("the device stopped")),
+            Err(_) => Err(unreachable(&format!("no answer within {wait:?}"))),
+        }
     }
 
     /// Ids of all known devices.

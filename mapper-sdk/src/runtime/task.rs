@@ -66,6 +66,54 @@ enum Exit {
     LinkFailed(String),
 }
 
+/// Why a write through [`crate::Supervisor::write_property`] did not happen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// No such device in this mapper.
+    #[error("device {0} is not known to this mapper")]
+    UnknownDevice(String),
+    /// The device has no such property.
+    #[error("device {device} has no property {property}")]
+    UnknownProperty {
+        /// `namespace/name`.
+        device: String,
+        /// Property name.
+        property: String,
+    },
+    /// The value does not fit the model (type, minimum/maximum, ReadOnly).
+    #[error("{property}: {reason}")]
+    Invalid {
+        /// Property name.
+        property: String,
+        /// What the model rules say (`edge_rt::desired`).
+        reason: String,
+    },
+    /// The device is not connected, or the link failed during the write.
+    #[error("device {device} is not reachable: {reason}")]
+    Unreachable {
+        /// `namespace/name`.
+        device: String,
+        /// Last connect or link error.
+        reason: String,
+    },
+    /// The device answered the write with a fault.
+    #[error("{property}: the device refused the write: {reason}")]
+    Refused {
+        /// Property name.
+        property: String,
+        /// The driver's error.
+        reason: String,
+    },
+}
+
+/// A write requested outside the desired-value path (the REST data panel).
+#[derive(Debug)]
+pub(crate) struct WriteCommand {
+    pub(crate) property: String,
+    pub(crate) value: String,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<(), WriteError>>,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -101,6 +149,7 @@ struct DeviceTask {
 pub(crate) async fn run_device(
     ctx: DeviceCtx,
     mut desired_rx: watch::Receiver<Arc<DeviceSpec>>,
+    mut commands: tokio::sync::mpsc::Receiver<WriteCommand>,
     shutdown: CancellationToken,
 ) {
     let id = ctx.spec.id.clone();
@@ -124,9 +173,9 @@ pub(crate) async fn run_device(
                 seq: ctx.seq,
                 ctx,
             };
-            task.set_error(Some(msg));
+            task.set_error(Some(msg.clone()));
             task.set_state(DeviceState::Unhealthy);
-            shutdown.cancelled().await;
+            refuse_until(&mut commands, &shutdown, &id, &msg).await;
             return;
         }
     };
@@ -148,7 +197,7 @@ pub(crate) async fn run_device(
                 // desired values again on every (re)connect.
                 task.reapply_desired();
                 let exit = task
-                    .run_connected(driver.as_ref(), &mut desired_rx, &shutdown)
+                    .run_connected(driver.as_ref(), &mut desired_rx, &mut commands, &shutdown)
                     .await;
                 task.responsive = false;
                 for p in &mut task.props {
@@ -163,9 +212,9 @@ pub(crate) async fn run_device(
             Some(Err(DriverError::Config(e))) => {
                 let msg = format!("bad protocol configData: {e}");
                 tracing::error!(device = %id, "{msg}");
-                task.set_error(Some(msg));
+                task.set_error(Some(msg.clone()));
                 task.set_state(DeviceState::Unhealthy);
-                shutdown.cancelled().await;
+                refuse_until(&mut commands, &shutdown, &id, &msg).await;
                 return;
             }
             Some(Err(e)) => format!("connect failed: {e}"),
@@ -181,7 +230,7 @@ pub(crate) async fn run_device(
         task.misses = task.misses.saturating_add(1);
         let delay = backoff.next_delay();
         tracing::warn!(device = %id, retry_in = ?delay, "{err}");
-        task.set_error(Some(err));
+        task.set_error(Some(err.clone()));
         task.set_state(DeviceState::Offline);
         // Keep taking desired values while offline; they are written after reconnect.
         let until = Instant::now() + delay;
@@ -194,7 +243,40 @@ pub(crate) async fn run_device(
                     let spec = desired_rx.borrow_and_update().clone();
                     task.take_desired(&spec);
                 }
+                Some(cmd) = commands.recv() => {
+                    let _ = cmd.reply.send(Err(WriteError::Unreachable {
+                        device: id.to_string(),
+                        reason: err.clone(),
+                    }));
+                }
             }
+        }
+    }
+}
+
+/// Answers every write with "unreachable: `reason`" until shutdown (a device
+/// that cannot run).
+async fn refuse_until(
+    commands: &mut tokio::sync::mpsc::Receiver<WriteCommand>,
+    shutdown: &CancellationToken,
+    id: &crate::spec::ObjectId,
+    reason: &str,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => {
+                    let _ = cmd.reply.send(Err(WriteError::Unreachable {
+                        device: id.to_string(),
+                        reason: reason.to_owned(),
+                    }));
+                }
+                None => {
+                    shutdown.cancelled().await;
+                    return;
+                }
+            },
         }
     }
 }
@@ -356,6 +438,7 @@ impl DeviceTask {
         &mut self,
         client: &dyn DynClient,
         desired_rx: &mut watch::Receiver<Arc<DeviceSpec>>,
+        commands: &mut tokio::sync::mpsc::Receiver<WriteCommand>,
         shutdown: &CancellationToken,
     ) -> Exit {
         let applied = tokio::select! {
@@ -406,6 +489,20 @@ impl DeviceTask {
                         return Exit::LinkFailed(e);
                     }
                 }
+                Some(cmd) = commands.recv() => {
+                    let done = tokio::select! {
+                        _ = shutdown.cancelled() => return Exit::Shutdown,
+                        r = self.write_command(client, &cmd.property, &cmd.value) => r,
+                    };
+                    let link = match &done {
+                        Err(WriteError::Unreachable { reason, .. }) => Some(reason.clone()),
+                        _ => None,
+                    };
+                    let _ = cmd.reply.send(done);
+                    if let Some(e) = link {
+                        return Exit::LinkFailed(e);
+                    }
+                }
                 _ = sleep_until(next_collect.unwrap_or(far)), if next_collect.is_some() => {
                     let collected = tokio::select! {
                         _ = shutdown.cancelled() => return Exit::Shutdown,
@@ -432,6 +529,57 @@ impl DeviceTask {
                     }
                 }
             }
+        }
+    }
+
+    /// Validates `value` against the model and writes it to `property` (the
+    /// REST data panel's device-method write; spec §4.6). The property is read
+    /// back on the next tick.
+    async fn write_command(
+        &mut self,
+        client: &dyn DynClient,
+        property: &str,
+        value: &str,
+    ) -> Result<(), WriteError> {
+        let device = self.ctx.spec.id.to_string();
+        let Some(i) = self.props.iter().position(|p| p.name == property) else {
+            return Err(WriteError::UnknownProperty {
+                device,
+                property: property.to_owned(),
+            });
+        };
+        let p = &self.props[i];
+        let v =
+            validate_desired(p.model.as_ref(), value).map_err(|reason| WriteError::Invalid {
+                property: property.to_owned(),
+                reason,
+            })?;
+        let io_timeout = self.ctx.runtime.io_timeout;
+        let res = with_deadline(self.standing(), io_timeout, client.write(&p.addr, &v)).await;
+        match res {
+            Some(Ok(())) => {
+                self.mark_answered();
+                tracing::info!(device = %device, property, value, "written through the data panel");
+                self.props[i].next_due = Instant::now();
+                Ok(())
+            }
+            Some(Err(e)) if e.is_link_failure() => Err(WriteError::Unreachable {
+                device,
+                reason: format!("writing {property}: {e}"),
+            }),
+            Some(Err(e)) => {
+                if matches!(e, DriverError::Device(_)) {
+                    self.mark_answered();
+                }
+                Err(WriteError::Refused {
+                    property: property.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+            None => Err(WriteError::Unreachable {
+                device,
+                reason: format!("writing {property} timed out after {io_timeout:?}"),
+            }),
         }
     }
 

@@ -1,7 +1,6 @@
 //! A property's `pushMethod` (and the `dbMethod` inside it) as the SDK reads
 //! it: KubeEdge v1beta1's keys and meanings (spec §1.2 `PushMethod`, §3.1 CRD
-//! `pushMethod`), converted once from the DMI message in
-//! [`crate::dmi::convert`].
+//! `pushMethod`), converted once from the DMI message when a device arrives.
 
 use std::collections::BTreeMap;
 

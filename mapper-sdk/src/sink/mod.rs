@@ -11,8 +11,37 @@
 //! A target is one destination (one MQTT broker, one HTTP server, one
 //! database), shared by every property that names it: one connection, one
 //! bounded memory queue, one on-disk spool table and one forwarding task,
-//! so a slow or dead target never blocks collection or the other targets
-//! ([`queue`] has the ordering and durability rules).
+//! so a slow or dead target never blocks collection or the other targets.
+//!
+//! # Store-and-forward
+//!
+//! Each target has a memory queue ([`DataOptions::memory_records`], default
+//! 10 000 records; a full queue drops its oldest record, counted) and a table
+//! in the mapper's spool file `<state dir>/spool.redb`
+//! ([`DataOptions::spool_max_bytes`], default 64 MiB per target; beyond it the
+//! oldest records are dropped, counted). Metrics per target (`sink` label):
+//! `mapper_sink_queued`, `mapper_sink_spooled`,
+//! `mapper_sink_delivered_total`, `mapper_sink_dropped_total`,
+//! `mapper_sink_failures_total`. A failed delivery is retried with backoff
+//! from [`DataOptions::retry_min`] to [`DataOptions::retry_max`].
+//!
+//! Order: the spool always holds the oldest records, memory the newest; the
+//! forwarder delivers from the spool while it has records, then from memory,
+//! and moves memory to the spool's tail (never in between), so records leave
+//! in the order they came.
+//!
+//! Durability: while a target is healthy, records wait in memory only (a few
+//! ms to one delivery). When a delivery fails, everything in memory is
+//! spooled, and from then on every new record is spooled as it comes (group
+//! commits, redb `Durability::Immediate`) until the spool is drained again. A
+//! record in the spool survives `kill -9` and a crash of the machine; what a
+//! `kill -9` can lose is the records of the current healthy batch and those
+//! read within one spool commit (milliseconds) of the kill. Delivery is at
+//! least once: a batch whose acknowledgement was lost is sent again (Redis
+//! members and InfluxDB points are idempotent; MySQL rows are written in one
+//! transaction per batch).
+//!
+//! # Targets
 //!
 //! | method | target key | delivery |
 //! |---|---|---|
