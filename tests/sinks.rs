@@ -76,10 +76,16 @@ spec:
 /// A node running edgecore-dmi with the device and a virtual mapper with its
 /// spool in the node's directory.
 fn node_with(push: &str) -> Node {
+    node_with_env(push, &[])
+}
+
+/// As [`node_with`], with environment variables for the mapper.
+fn node_with_env(push: &str, env: &[(&str, &str)]) -> Node {
     let mut node = Node::new(&[]);
     std::fs::write(node.path("devices/sink.yaml"), device_yaml(push)).unwrap();
     node.start_edgecore();
-    start_mapper(&mut node);
+    let spool = node.path("mapper-state");
+    node.start_mapper_env("virtual", &["--state-dir", spool.to_str().unwrap()], env);
     node
 }
 
@@ -335,6 +341,111 @@ fn mqtt_json_document_and_one_connection() {
         .filter(|l| l.contains("New client connected") && l.contains("virtual-mapper"))
         .count();
     assert_eq!(connects, 1, "{log}");
+}
+
+/// Subscribes with `mosquitto_sub` and returns the first `n` payloads.
+fn receive(args: &[&str], n: usize) -> String {
+    run(Command::new("mosquitto_sub")
+        .args(args)
+        .args(["-C", &n.to_string(), "-W", "20"]))
+}
+
+#[test]
+fn mqtt5_with_credentials_from_the_environment() {
+    if !need(&["mosquitto", "mosquitto_sub", "mosquitto_passwd"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Peer::mosquitto_secured(dir.path(), false);
+    let port = broker.port.to_string();
+    let push = format!(
+        "        mqtt:\n          address: tcp://127.0.0.1:{port}?version=5\n          topic: edge/v5\n          qos: 1\n          retained: false"
+    );
+    let _node = node_with_env(
+        &push,
+        &[("MQTT_USERNAME", "user"), ("MQTT_PASSWORD", "password")],
+    );
+    let got = receive(
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-u",
+            "user",
+            "-P",
+            "password",
+            "-t",
+            "edge/v5",
+        ],
+        3,
+    );
+    assert_eq!(got.lines().count(), 3, "{got}");
+    let log = std::fs::read_to_string(broker.dir.join("server.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("virtual-mapper") && l.contains("p5") && l.contains("u'user'")),
+        "the mapper did not connect with MQTT 5 as `user`: {log}"
+    );
+}
+
+#[test]
+fn mqtt_bad_credentials_are_logged_as_a_refusal() {
+    if !need(&["mosquitto", "mosquitto_sub", "mosquitto_passwd"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Peer::mosquitto_secured(dir.path(), false);
+    let push = format!(
+        "        mqtt:\n          address: tcp://user:wrong@127.0.0.1:{}\n          topic: edge/auth\n          qos: 1\n          retained: false",
+        broker.port
+    );
+    let node = node_with(&push);
+    wait_for("the refusal in the log", 30, || {
+        node.logs()
+            .lines()
+            .find(|l| l.contains("delivery failed") && l.contains("refused:"))
+            .map(str::to_owned)
+    });
+}
+
+#[test]
+fn mqtt_over_tls_with_a_private_ca() {
+    if !need(&["mosquitto", "mosquitto_sub", "mosquitto_passwd", "openssl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Peer::mosquitto_secured(dir.path(), true);
+    let port = broker.port.to_string();
+    let ca = broker.dir.join("ca.pem");
+    let push = format!(
+        "        mqtt:\n          address: ssl://user:password@127.0.0.1:{port}\n          topic: edge/tls\n          qos: 1\n          retained: false"
+    );
+    let _node = node_with_env(&push, &[("MQTT_CA_FILE", ca.to_str().unwrap())]);
+    let got = receive(
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--cafile",
+            ca.to_str().unwrap(),
+            "-u",
+            "user",
+            "-P",
+            "password",
+            "-t",
+            "edge/tls",
+        ],
+        3,
+    );
+    let values: Vec<i64> = got
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["value"].as_i64())
+        .collect();
+    assert_eq!(values.len(), 3, "{got}");
 }
 
 // --- Redis --------------------------------------------------------------

@@ -120,6 +120,64 @@ impl Peer {
         })
     }
 
+    /// mosquitto that requires a user name and password (`user`/`password`)
+    /// and, with `tls`, serves MQTT over TLS with a certificate for 127.0.0.1
+    /// signed by `ca.pem` in its directory (made here with openssl).
+    pub fn mosquitto_secured(dir: &Path, tls: bool) -> Self {
+        let d = dir.join("mosquitto");
+        std::fs::create_dir_all(&d).unwrap();
+        run(Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(d.join("passwd"))
+            .args(["user", "password"]));
+        if tls {
+            let sh = format!(
+                "set -e; cd {}; \
+                 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem 2>/dev/null; \
+                 openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null; \
+                 printf 'subjectAltName=IP:127.0.0.1' > san.ext; \
+                 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem 2>/dev/null; \
+                 chmod 644 server.key",
+                d.display()
+            );
+            run(Command::new("sh").arg("-c").arg(sh));
+        }
+        let start: fn(&Peer) -> Child = if tls {
+            |p| {
+                Self::start_mosquitto(
+                    p,
+                    "allow_anonymous false\npassword_file PASSWD\ncafile CA\ncertfile CERT\nkeyfile KEY\n",
+                )
+            }
+        } else {
+            |p| Self::start_mosquitto(p, "allow_anonymous false\npassword_file PASSWD\n")
+        };
+        Self::new(dir, "mosquitto", start)
+    }
+
+    fn start_mosquitto(p: &Peer, extra: &str) -> Child {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let extra = extra
+            .replace("PASSWD", &p.dir.join("passwd").display().to_string())
+            .replace("CA", &p.dir.join("ca.pem").display().to_string())
+            .replace("CERT", &p.dir.join("server.pem").display().to_string())
+            .replace("KEY", &p.dir.join("server.key").display().to_string());
+        let conf = p.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {} 127.0.0.1\npersistence false\n{extra}", p.port),
+        )
+        .unwrap();
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(p.log())
+            .stderr(p.log())
+            .spawn()
+            .unwrap()
+    }
+
     /// redis-server with an append-only file, so its data survives a restart.
     pub fn redis(dir: &Path) -> Self {
         Self::new(dir, "redis", |p| {
