@@ -702,8 +702,11 @@ fn tdengine_rows_go_through_the_rest_api() {
 
 #[test]
 fn a_sink_that_cannot_work_is_named_and_the_twin_keeps_reporting() {
-    let push = "        mqtt:\n          address: http://127.0.0.1:1883\n          topic: a/b\n          qos: 1\n          retained: false\n        dbMethod:\n          redis:\n            redisClientConfig:\n              addr: 127.0.0.1:notaport\n              db: 0";
-    let node = node_with(push);
+    let closed = e2e_tests::free_port();
+    let push = format!(
+        "        mqtt:\n          address: http://127.0.0.1:1883\n          topic: a/b\n          qos: 1\n          retained: false\n        dbMethod:\n          redis:\n            redisClientConfig:\n              addr: 127.0.0.1:notaport\n              db: 0\n          mysql:\n            mysqlClientConfig:\n              addr: 127.0.0.1:{closed}\n              database: edge\n              userName: root"
+    );
+    let node = node_with(&push);
     wait_for("twins", 30, || twin(&node).filter(|n| *n >= 5));
     let logs = node.logs();
     for want in ["unknown scheme `http`", "bad port `notaport`"] {
@@ -716,4 +719,22 @@ fn a_sink_that_cannot_work_is_named_and_the_twin_keeps_reporting() {
             "{line}"
         );
     }
+    // edgecore-dmi shows the same under the property (the mapper reports it
+    // in the twin's metadata), with the unreachable database too.
+    let shown = wait_for("the sink problems in edgecore-dmi", 30, || {
+        let d = node.device(&format!("default/{DEVICE}"))?;
+        let e = prop(&d, "n").sink_error.clone()?;
+        e.contains(&format!("mysql root@127.0.0.1:{closed}/edge"))
+            .then_some(e)
+    });
+    for want in [
+        "unknown scheme `http`",
+        "bad port `notaport`",
+        "failing since",
+        "records waiting",
+    ] {
+        assert!(shown.contains(want), "{want} not in {shown}");
+    }
+    let table = node.cli(&["devices"]);
+    assert!(table.contains("n: sink: "), "{table}");
 }

@@ -67,6 +67,9 @@ pub fn render_table(s: &StatusView) -> String {
             if let Some(e) = &p.error {
                 notes.push((rows.len() - 1, format!("{}: {e}", p.name)));
             }
+            if let Some(e) = &p.sink_error {
+                notes.push((rows.len() - 1, format!("{}: sink: {e}", p.name)));
+            }
             if let Some(r) = &p.desired_reason {
                 notes.push((
                     rows.len() - 1,

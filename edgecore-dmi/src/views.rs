@@ -29,6 +29,11 @@ pub struct PropertyView {
     /// The mapper's error for this property (bad visitor, bad protocol config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the mapper says is wrong with the property's push/db targets (a
+    /// method that cannot work as configured, a target failing now), from the
+    /// twin's `reported.metadata.sinkError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_error: Option<String>,
 }
 
 /// A device as `edgecore-dmi devices` shows it.

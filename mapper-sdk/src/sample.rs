@@ -102,6 +102,16 @@ pub trait SampleSink: Send + Sync + 'static {
         let _ = (spec, model);
     }
 
+    /// What is wrong with this sink's handling of `property` of `device`, if
+    /// anything (a target that cannot work as configured, or one failing
+    /// right now); reported in the twin's `reported.metadata.sinkError`.
+    /// Called for each twin of a property with push or db methods. Default:
+    /// nothing.
+    fn problem(&self, device: &crate::spec::ObjectId, property: &str) -> Option<String> {
+        let _ = (device, property);
+        None
+    }
+
     /// A device was removed; no more samples of it follow. Default: nothing.
     fn device_stopped(&self, id: &crate::spec::ObjectId) {
         let _ = id;

@@ -87,6 +87,7 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
                 reported: t.map(|t| t.reported.clone()).filter(|r| !r.is_empty()),
                 age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
                 error: t.and_then(|t| t.reported_meta.get("error").cloned()),
+                sink_error: t.and_then(|t| t.reported_meta.get("sinkError").cloned()),
             }
         })
         .collect();

@@ -237,9 +237,10 @@ pub(crate) fn twin_to_proto(t: &TwinUpdate) -> pb::Twin {
         None if t.error.is_some() => (String::new(), BTreeMap::new()),
         None => (String::new(), meta(&[])),
     };
-    let reported_meta = match &t.error {
-        Some(e) => meta(&[("error", e.as_str())]),
-        None => meta(&[]),
+    let reported_meta = match (&t.error, &t.sink_error) {
+        (Some(e), _) => meta(&[("error", e.as_str())]),
+        (None, Some(s)) => meta(&[("sinkError", s.as_str())]),
+        (None, None) => meta(&[]),
     };
     pb::Twin {
         property_name: t.property.clone(),

@@ -48,6 +48,8 @@ struct Prop {
     addr: ErasedAddress,
     cycle: Duration,
     report: bool,
+    /// Has push/db methods (the sinks may report a problem with them).
+    push: bool,
     next_due: Instant,
     /// Delivered by the driver's subscription on this connection (not polled).
     pushed: bool,
@@ -321,6 +323,7 @@ impl DeviceTask {
                     addr,
                     cycle: p.collect_cycle,
                     report: p.report_to_cloud,
+                    push: !p.push_method.is_empty(),
                     next_due: now,
                     pushed: false,
                     desired: p.desired.clone(),
@@ -763,7 +766,15 @@ impl DeviceTask {
             if changed {
                 tracing::debug!(device = %self.ctx.spec.id, property = %p.name, "value changed to fit the twin charset");
             }
-            tick.twins.push(twin(p, text, sample.timestamp_ms()));
+            let sink_error = if p.push {
+                self.ctx
+                    .sinks
+                    .iter()
+                    .find_map(|s| s.problem(&self.ctx.spec.id, &p.name))
+            } else {
+                None
+            };
+            tick.twins.push(twin(p, text, sample.timestamp_ms(), sink_error));
         }
         let entry = &mut snap.properties[p.slot];
         match (sample.quality, sample.value) {
@@ -912,6 +923,7 @@ fn report_config_errors(ctx: &DeviceCtx, errors: Vec<(String, String)>) {
             timestamp_ms: ts,
             desired: None,
             error: Some(msg),
+            sink_error: None,
         })
         .collect();
     ctx.reporter.twins(&ctx.spec.id, (false, 0), twins);
@@ -924,7 +936,7 @@ fn advance(due: Instant, cycle: Duration, now: Instant) -> Instant {
 }
 
 /// The twin of a property with a fresh reported value.
-fn twin(p: &Prop, reported: String, timestamp_ms: u64) -> TwinUpdate {
+fn twin(p: &Prop, reported: String, timestamp_ms: u64, sink_error: Option<String>) -> TwinUpdate {
     TwinUpdate {
         property: p.name.clone(),
         reported,
@@ -935,6 +947,7 @@ fn twin(p: &Prop, reported: String, timestamp_ms: u64) -> TwinUpdate {
             .as_ref()
             .map(|d| (sanitize_twin_value(d).0, p.outcome.clone())),
         error: None,
+        sink_error,
     }
 }
 

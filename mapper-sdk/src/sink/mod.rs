@@ -148,6 +148,8 @@ pub(crate) fn client_tls(ca_var: &str) -> Result<rustls::ClientConfig, SinkError
 
 /// The routes of one property.
 struct PropRoute {
+    /// Methods of this property that cannot work as configured.
+    config_errors: Vec<String>,
     ty: String,
     every: Duration,
     tolerance: Duration,
@@ -366,11 +368,13 @@ impl SampleSink for DataPlane {
         let mut props = HashMap::new();
         for p in spec.properties.iter().filter(|p| !p.push_method.is_empty()) {
             let mut outs = Vec::new();
+            let mut config_errors = Vec::new();
             for out in self.outs(&p.push_method) {
                 let res = out.and_then(|(t, r)| self.lane(&t).map(|l| (l, r)));
                 match res {
                     Ok(o) => outs.push(o),
                     Err(e) => {
+                        config_errors.push(e.to_string());
                         self.metrics.sink_config_errors.inc();
                         tracing::error!(
                             device = %spec.id, property = %p.name, error = %e,
@@ -379,7 +383,7 @@ impl SampleSink for DataPlane {
                     }
                 }
             }
-            if outs.is_empty() {
+            if outs.is_empty() && config_errors.is_empty() {
                 continue;
             }
             let ty = model
@@ -390,6 +394,7 @@ impl SampleSink for DataPlane {
             props.insert(
                 p.name.clone(),
                 PropRoute {
+                    config_errors,
                     ty,
                     // A report cycle at or below the collect cycle forwards
                     // every sample; above it, one per report cycle, with half
@@ -411,6 +416,23 @@ impl SampleSink for DataPlane {
         } else {
             r.insert(spec.id.clone(), Arc::new(props));
         }
+    }
+
+    fn problem(&self, device: &ObjectId, property: &str) -> Option<String> {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)?
+            .clone();
+        let p = routes.get(property)?;
+        let all: Vec<String> = p
+            .config_errors
+            .iter()
+            .cloned()
+            .chain(p.outs.iter().filter_map(|(l, _)| l.problem()))
+            .collect();
+        (!all.is_empty()).then(|| all.join("; "))
     }
 
     fn device_stopped(&self, id: &ObjectId) {

@@ -80,6 +80,9 @@ pub(crate) struct Lane {
     wake: Notify,
     cap: usize,
     pub(crate) metrics: LaneMetrics,
+    /// The last delivery error and since when deliveries fail; `None` while
+    /// the target takes records.
+    failing: Mutex<Option<(String, std::time::SystemTime)>>,
 }
 
 impl Lane {
@@ -91,6 +94,31 @@ impl Lane {
             wake: Notify::new(),
             cap,
             metrics,
+            failing: Mutex::new(None),
+        }
+    }
+
+    /// `<key>: <error> (failing since <time>, <n> records waiting)` while
+    /// deliveries to this target fail.
+    pub(crate) fn problem(&self) -> Option<String> {
+        let f = self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let waiting = self.metrics.queued.get() + self.metrics.spooled.get();
+        Some(format!(
+            "{}: {} (failing since {}, {waiting} records waiting)",
+            self.key,
+            f.0,
+            humantime::format_rfc3339_seconds(f.1)
+        ))
+    }
+
+    fn set_failing(&self, error: Option<String>) {
+        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => {
+                let since = f.as_ref().map(|(_, t)| *t).unwrap_or_else(std::time::SystemTime::now);
+                *f = Some((e, since));
+            }
+            None => *f = None,
         }
     }
 
@@ -485,6 +513,7 @@ pub(crate) async fn forward(
                     lane.commit(last);
                 }
                 m.delivered.inc_by(n);
+                lane.set_failing(None);
                 if !healthy {
                     let down = failing_since.map(|t| t.elapsed()).unwrap_or_default();
                     tracing::info!(sink = %lane.key, after = ?down, "target reachable again; delivering what was queued");
@@ -496,6 +525,7 @@ pub(crate) async fn forward(
             }
             Err(e) => {
                 m.failures.inc();
+                lane.set_failing(Some(e.to_string()));
                 let now = Instant::now();
                 if healthy || last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
                     tracing::warn!(sink = %lane.key, error = %e, queued = lane.len(), spooled = spool.as_ref().map(|s| s.len).unwrap_or(0), "delivery failed; records stay queued and are retried");

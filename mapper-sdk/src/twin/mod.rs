@@ -47,17 +47,21 @@ pub(crate) struct TwinUpdate {
     pub(crate) desired: Option<(String, DesiredOutcome)>,
     /// Why the property has no value (bad visitor configuration).
     pub(crate) error: Option<String>,
+    /// What is wrong with the property's push/db targets, if anything
+    /// (`reported.metadata.sinkError`).
+    pub(crate) sink_error: Option<String>,
 }
 
 /// What was last delivered for one property: (reported value, observed desired
-/// value, observed desired status).
-type Delivered = (String, String, Option<&'static str>);
+/// value, observed desired status, sink problem).
+type Delivered = (String, String, Option<&'static str>, Option<String>);
 
 fn delivered_form(t: &TwinUpdate) -> Delivered {
     (
         t.reported.clone(),
         t.desired.as_ref().map(|d| d.0.clone()).unwrap_or_default(),
         t.desired.as_ref().map(|d| d.1.status()),
+        t.sink_error.clone(),
     )
 }
 
@@ -467,6 +471,7 @@ mod tests {
             timestamp_ms: 1,
             desired: None,
             error: None,
+            sink_error: None,
         }
     }
 
