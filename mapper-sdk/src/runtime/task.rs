@@ -774,7 +774,8 @@ impl DeviceTask {
             } else {
                 None
             };
-            tick.twins.push(twin(p, text, sample.timestamp_ms(), sink_error));
+            tick.twins
+                .push(twin(p, text, sample.timestamp_ms(), sink_error));
         }
         let entry = &mut snap.properties[p.slot];
         match (sample.quality, sample.value) {

@@ -178,7 +178,10 @@ impl PropRoute {
 pub struct DataPlane {
     opts: DataOptions,
     metrics: Arc<Metrics>,
-    spool: Option<SpoolFile>,
+    /// Opened at start when the file exists (an earlier run may have left
+    /// records), else at the first target: a mapper without sinks never
+    /// touches its state dir.
+    spool: std::sync::OnceLock<Option<SpoolFile>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     lanes: Mutex<HashMap<TargetSpec, Arc<Lane>>>,
@@ -189,50 +192,39 @@ impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataPlane")
             .field("opts", &self.opts)
-            .field("spool", &self.spool.is_some())
+            .field("spool", &self.spool.get().is_some_and(Option::is_some))
             .finish_non_exhaustive()
     }
 }
 
 impl DataPlane {
     /// A data plane with `opts`, its forwarding tasks on `tracker`, stopping
-    /// at `shutdown`. Opens the spool (see [`DataOptions::state_dir`]) and
-    /// starts delivering what an earlier run left in it. Must be called inside
-    /// a tokio runtime.
+    /// at `shutdown`. When an earlier run left a spool (see
+    /// [`DataOptions::state_dir`]) it is opened now and what it holds is
+    /// delivered; otherwise the spool is created with the first target. Must
+    /// be called inside a tokio runtime.
     pub fn new(
         opts: DataOptions,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let spool = if opts.spool {
-            let dir = opts.resolved_state_dir();
-            match SpoolFile::open(&dir) {
-                Ok(s) => {
-                    tracing::debug!(dir = %dir.display(), "sink spool open");
-                    Some(s)
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        dir = %dir.display(), error = %e,
-                        "no sink spool: queued samples stay in memory only and do not survive a restart (set data.state_dir)"
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let plane = Self {
             opts,
             metrics,
-            spool,
+            spool: std::sync::OnceLock::new(),
             tracker,
             shutdown,
             lanes: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
         };
-        if let Some(s) = &plane.spool {
+        let earlier = plane.opts.spool
+            && plane
+                .opts
+                .resolved_state_dir()
+                .join(SpoolFile::NAME)
+                .exists();
+        if let Some(s) = earlier.then(|| plane.spool()).flatten() {
             for spec in s.pending_targets() {
                 tracing::info!(sink = %spec.key(), "delivering records spooled by an earlier run");
                 if let Err(e) = plane.lane(&spec) {
@@ -243,6 +235,31 @@ impl DataPlane {
         plane
     }
 
+    /// The spool, opened on first use (`None`: spooling off or impossible).
+    fn spool(&self) -> Option<&SpoolFile> {
+        self.spool
+            .get_or_init(|| {
+                if !self.opts.spool {
+                    return None;
+                }
+                let dir = self.opts.resolved_state_dir();
+                match SpoolFile::open(&dir) {
+                    Ok(s) => {
+                        tracing::info!(dir = %dir.display(), "sink spool open");
+                        Some(s)
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            dir = %dir.display(), error = %e,
+                            "no sink spool: queued samples stay in memory only and do not survive a restart (set data.state_dir or --state-dir)"
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
     /// The lane of `spec`, starting its target and forwarder the first time.
     fn lane(&self, spec: &TargetSpec) -> Result<Arc<Lane>, SinkError> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,7 +268,7 @@ impl DataPlane {
         }
         let target = Target::new(spec, &self.opts)?;
         let key = spec.key();
-        let spool = match &self.spool {
+        let spool = match self.spool() {
             Some(f) => match f.lane(spec, self.opts.spool_max_bytes) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -440,5 +457,63 @@ impl SampleSink for DataPlane {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(every_ms: u64, collect_ms: u64) -> PropRoute {
+        let (every, collect) = (
+            Duration::from_millis(every_ms),
+            Duration::from_millis(collect_ms),
+        );
+        PropRoute {
+            config_errors: Vec::new(),
+            ty: "int".into(),
+            every: if every <= collect {
+                Duration::ZERO
+            } else {
+                every
+            },
+            tolerance: collect / 2,
+            last: Mutex::new(None),
+            outs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_sample_per_report_cycle_with_jitter_slack() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Report 1 s, collect 100 ms: one in ten, a late tick still counts.
+        let r = route(1000, 100);
+        let due: Vec<u64> = (0..30)
+            .map(|i| i * 100 + if i == 10 { 40 } else { 0 })
+            .filter(|ms| r.due(at(*ms)))
+            .collect();
+        assert_eq!(due, [0, 1040, 2000]);
+        // Report at or below collect: every sample, whatever the jitter.
+        let r = route(100, 100);
+        assert!([0, 100, 140, 200, 230].iter().all(|ms| r.due(at(*ms))));
+    }
+
+    #[tokio::test]
+    async fn a_mapper_without_sinks_never_touches_its_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let opts = DataOptions {
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        };
+        let plane = DataPlane::new(
+            opts,
+            Arc::new(Metrics::new()),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        assert!(plane.problem(&ObjectId::new("n", "d"), "p").is_none());
+        assert!(!state.exists());
     }
 }

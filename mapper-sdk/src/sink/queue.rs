@@ -101,7 +101,11 @@ impl Lane {
     /// `<key>: <error> (failing since <time>, <n> records waiting)` while
     /// deliveries to this target fail.
     pub(crate) fn problem(&self) -> Option<String> {
-        let f = self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let f = self
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         let waiting = self.metrics.queued.get() + self.metrics.spooled.get();
         Some(format!(
             "{}: {} (failing since {}, {waiting} records waiting)",
@@ -115,7 +119,10 @@ impl Lane {
         let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         match error {
             Some(e) => {
-                let since = f.as_ref().map(|(_, t)| *t).unwrap_or_else(std::time::SystemTime::now);
+                let since = f
+                    .as_ref()
+                    .map(|(_, t)| *t)
+                    .unwrap_or_else(std::time::SystemTime::now);
                 *f = Some((e, since));
             }
             None => *f = None,
@@ -182,12 +189,15 @@ pub(crate) struct SpoolFile {
 }
 
 impl SpoolFile {
+    /// The file's name inside the state dir.
+    pub(crate) const NAME: &'static str = "spool.redb";
+
     /// Opens or creates `<dir>/spool.redb`. A damaged file is moved aside
     /// (`spool.redb.damaged-<unix time>`) and a new one created, with an error
     /// log: records in it are lost, the mapper keeps running.
     pub(crate) fn open(dir: &std::path::Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let path = dir.join("spool.redb");
+        let path = dir.join(Self::NAME);
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
