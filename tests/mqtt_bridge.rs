@@ -335,3 +335,38 @@ fn a_broker_down_at_start_is_connected_when_it_comes_up() {
     assert!(log.contains("MQTT bridge cannot reach the broker"), "{log}");
     assert!(log.contains("MQTT bridge connected"), "{log}");
 }
+
+#[test]
+fn a_device_name_mqtt_cannot_carry_stops_nothing() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let mut node = Node::new(&["examples/devices/line-counter.yaml"]);
+    // A legal Kubernetes-style name in YAML, but `#` is a wildcard in MQTT.
+    let odd = std::fs::read_to_string(node.path("devices/line-counter.yaml"))
+        .unwrap()
+        .replace("name: line-1", "name: \"line#2\"");
+    std::fs::write(node.path("devices/odd.yaml"), odd).unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&bin, node.dir.path(), port);
+    let sub = Sub::start(port);
+    node.start_edgecore_with(&["--mqtt-broker", &format!("tcp://127.0.0.1:{port}")], &[]);
+    node.start_virtual_mapper();
+    // Both devices report; the other device's documents keep flowing.
+    wait_for("reports of the odd device", 30, || {
+        let d = node.device("default/line#2")?;
+        let n: i64 = prop(&d, "parts").reported.as_ref()?.parse().ok()?;
+        (n >= 3).then_some(())
+    });
+    sub.drain();
+    sub.wait(
+        "a fresh twin document of the other device",
+        30,
+        "$hw/events/device/default/line-1/twin/update/document",
+        |d| d["twin"]["parts"]["current"]["actual"]["value"].is_string(),
+    );
+    assert!(node.status().is_some(), "edgecore-dmi stopped");
+    let log = std::fs::read_to_string(node.path("edgecore.log")).unwrap();
+    assert!(log.contains("MQTT wildcard"), "{log}");
+    assert!(!log.contains("critical task failed"), "{log}");
+}

@@ -15,3 +15,59 @@ pub fn init(filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Lets a repeated log line through at most once per interval and counts the
+/// ones held back, so a peer that floods bad input cannot flood the log.
+///
+/// ```
+/// let t = edge_rt::logging::Throttle::new(std::time::Duration::from_secs(10));
+/// if let Some(held_back) = t.allow() {
+///     eprintln!("bad input ({held_back} more like it not logged)");
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    /// At most one line per `every`.
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many were held
+    /// back since the last one; `None` (and counted) otherwise.
+    pub fn allow(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match s.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                s.0 = Some(now);
+                Some(std::mem::take(&mut s.1))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn throttle_counts_what_it_holds_back() {
+        let t = super::Throttle::new(std::time::Duration::from_secs(3600));
+        assert_eq!(t.allow(), Some(0));
+        assert_eq!(t.allow(), None);
+        assert_eq!(t.allow(), None);
+        let t0 = super::Throttle::new(std::time::Duration::ZERO);
+        assert_eq!(t0.allow(), Some(0));
+        assert_eq!(t0.allow(), Some(0));
+    }
+}

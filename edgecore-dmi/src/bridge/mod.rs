@@ -57,6 +57,15 @@ use crate::hub::{Change, DesiredRefusal, Hub, StateChange, TwinsChange};
 use crate::key::ObjectKey;
 use crate::records::TwinRecord;
 
+/// Largest `twin/update` message taken, bytes (larger ones are answered with
+/// 400; the connection accepts up to [`mqtt::MAX_INCOMING_PACKET`]).
+pub const MAX_TWIN_UPDATE: usize = 64 * 1024;
+
+/// Refusals of `twin/update` messages are logged at most once per 10 s (any
+/// broker client can send them).
+static REFUSAL_LOG: edge_rt::logging::Throttle =
+    edge_rt::logging::Throttle::new(std::time::Duration::from_secs(10));
+
 pub use mqtt::{BrokerUrl, MqttBridge};
 
 /// Prefix of every device topic.
@@ -427,7 +436,15 @@ impl Refused {
 pub fn handle_twin_update(hub: &Hub, topic: &str, payload: &[u8]) -> Option<Publication> {
     let (device, id) = parse_twin_update_topic(topic)?;
     let result_topic = format!("{DEVICE_TOPIC_PREFIX}{id}{TWIN_UPDATE_RESULT}");
-    let (event_id, outcome) = match serde_json::from_slice::<DeviceTwinUpdate>(payload) {
+    let parsed = if payload.len() > MAX_TWIN_UPDATE {
+        Err(format!(
+            "the message has {} bytes; a twin update may have at most {MAX_TWIN_UPDATE}",
+            payload.len()
+        ))
+    } else {
+        serde_json::from_slice::<DeviceTwinUpdate>(payload).map_err(|e| e.to_string())
+    };
+    let (event_id, outcome) = match parsed {
         Ok(msg) => {
             let event_id = msg.event_id.clone().unwrap_or_default();
             (event_id, apply_twin_update(hub, &device, msg))
@@ -451,7 +468,9 @@ pub fn handle_twin_update(hub: &Hub, topic: &str, payload: &[u8]) -> Option<Publ
         ),
         Err(refused) => {
             let property = refused.property.as_deref().unwrap_or("-");
-            tracing::warn!(%device, %property, reason = %refused.reason, "refused a desired value over MQTT");
+            if let Some(held_back) = REFUSAL_LOG.allow() {
+                tracing::warn!(%device, %property, reason = %refused.reason, held_back, "refused a desired value over MQTT (held_back: refusals not logged since the last line)");
+            }
             Publication::json(
                 result_topic,
                 &ErrorResult {

@@ -50,7 +50,7 @@ pub const REPLY_QUEUE: usize = 64;
 /// Dropped messages are logged at most this often.
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest message accepted from the broker, bytes.
-pub const MAX_INCOMING_PACKET: usize = 64 * 1024;
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 /// Largest message published, bytes (a larger one is dropped and logged).
 pub const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 /// MQTT keep-alive.
@@ -337,6 +337,7 @@ impl MqttBridge {
             replies: reply_rx,
             connected: connected_rx,
             drops: DropLog::new("the oldest reports"),
+            skip_log: edge_rt::logging::Throttle::new(DROP_LOG_INTERVAL),
         };
         crate::app::spawn_critical(
             tasks,
@@ -480,6 +481,23 @@ struct Publisher {
     replies: mpsc::Receiver<Publication>,
     connected: watch::Receiver<u64>,
     drops: DropLog,
+    /// Messages skipped (too large, unpublishable topic, refused by the
+    /// client) are logged at most this often.
+    skip_log: edge_rt::logging::Throttle,
+}
+
+/// Why `topic` cannot be published (MQTT 3.1.1 §4.7: no wildcards in a
+/// topic name, no NUL, at most 65 535 bytes).
+fn publishable_topic(topic: &str) -> Result<(), &'static str> {
+    if topic.contains(['#', '+']) {
+        Err("the topic has an MQTT wildcard (a device name with `#` or `+`)")
+    } else if topic.contains('\0') {
+        Err("the topic has a NUL character")
+    } else if topic.len() > usize::from(u16::MAX) {
+        Err("the topic is longer than 65535 bytes")
+    } else {
+        Ok(())
+    }
 }
 
 impl Publisher {
@@ -531,12 +549,29 @@ impl Publisher {
             };
             for p in batch {
                 if p.payload.len() + p.topic.len() + 16 > MAX_OUTGOING_PACKET {
-                    tracing::warn!(topic = %p.topic, bytes = p.payload.len(), "MQTT message too large; not published");
+                    if let Some(held_back) = self.skip_log.allow() {
+                        tracing::warn!(topic = %p.topic, bytes = p.payload.len(), held_back, "MQTT message too large; not published");
+                    }
                     continue;
                 }
-                tokio::select! {
+                if let Err(why) = publishable_topic(&p.topic) {
+                    // A device name with `#`, `+` or NUL makes a topic MQTT
+                    // cannot carry: that device's messages are skipped, the
+                    // bridge and everything else keep going.
+                    if let Some(held_back) = self.skip_log.allow() {
+                        tracing::warn!(topic = %p.topic, held_back, "{why}; not published");
+                    }
+                    continue;
+                }
+                let topic = p.topic.clone();
+                let sent = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    r = self.client.publish(p.topic, self.qos, false, p.payload) => r.context("MQTT publish")?,
+                    r = self.client.publish(p.topic, self.qos, false, p.payload) => r,
+                };
+                if let Err(e) = sent
+                    && let Some(held_back) = self.skip_log.allow()
+                {
+                    tracing::warn!(%topic, error = %e, held_back, "MQTT publish failed; message dropped");
                 }
             }
         }
@@ -549,6 +584,15 @@ mod tests {
 
     fn url(s: &str) -> Result<BrokerUrl, String> {
         s.parse()
+    }
+
+    #[test]
+    fn unpublishable_topics_are_named() {
+        assert!(publishable_topic("$hw/events/device/default/pump-1/twin/update/document").is_ok());
+        for bad in ["a/pump#1/b", "a/x+y/b", "a/\0/b"] {
+            assert!(publishable_topic(bad).is_err(), "{bad:?}");
+        }
+        assert!(publishable_topic(&"x".repeat(70_000)).is_err());
     }
 
     #[test]
