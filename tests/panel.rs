@@ -237,3 +237,42 @@ fn beyond_loopback_the_panel_needs_a_token() {
         200
     );
 }
+
+#[test]
+fn idle_connections_cannot_hold_the_port() {
+    let (_node, port) = node(&[], None);
+    // More idle connections than the port serves, none sending a request.
+    let idle: Vec<std::net::TcpStream> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() >= 64, "{}", idle.len());
+    // Within the header timeout (10 s) they are closed and the panel answers.
+    let t0 = std::time::Instant::now();
+    wait_for("the panel to answer again", 30, || {
+        http_request(port, "GET", "/api/v1/ping", &[]).filter(|(s, _, _)| *s == 200)
+    });
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Unknown paths get a JSON error too; a lower-case bearer scheme is fine.
+    let (s, _, b) = http_request(port, "GET", "/api/v1/nope", &[]).unwrap();
+    assert_eq!(s, 404);
+    assert!(json(&b)["error"].as_str().unwrap().contains("/api/v1/nope"));
+    drop(idle);
+}
+
+#[test]
+fn panel_writes_follow_the_twin_value_rule() {
+    let (_node, port) = node(&[], None);
+    wait_for("the device", 30, || {
+        http_request(port, "GET", "/api/v1/device/default/panel-dev/sp", &[])
+            .filter(|(s, _, _)| *s == 200)
+    });
+    for bad in ["a%20b", "a%0Ab", &"9".repeat(600)] {
+        let path = format!("/api/v1/devicemethod/default/panel-dev/setSp/sp/{bad}");
+        let (s, _, b) = http_request(port, "PUT", &path, &[]).unwrap();
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+}

@@ -218,8 +218,19 @@ async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
+/// Connections the HTTP port serves at once; more are closed at accept.
+pub(crate) const MAX_HTTP_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers, on a new or kept-alive
+/// connection.
+pub(crate) const HTTP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest life of one connection (keep-alive included).
+pub(crate) const HTTP_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves `/metrics`, `/healthz` and `panel` (the REST data panel) on `addr`
-/// until `shutdown`.
+/// until `shutdown`, with the bounds above: a peer can hold at most
+/// [`MAX_HTTP_CONNECTIONS`] connections, each for at most
+/// [`HTTP_CONNECTION_LIFETIME`], and must send headers within
+/// [`HTTP_HEADER_TIMEOUT`]; accept errors (descriptors exhausted) back off.
 pub(crate) async fn serve(
     addr: SocketAddr,
     m: Arc<Metrics>,
@@ -233,9 +244,52 @@ pub(crate) async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .with_state(m)
         .merge(panel);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let refused_log = edge_rt::logging::Throttle::new(std::time::Duration::from_secs(60));
+    let mut backoff = edge_rt::Backoff::new(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(1),
+    );
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => {
+                backoff.reset();
+                s
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if let Some(held_back) = refused_log.allow() {
+                    tracing::warn!(%addr, error = %e, held_back, retry_in = ?delay, "HTTP port cannot accept");
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Some(held_back) = refused_log.allow() {
+                tracing::warn!(%addr, held_back, "HTTP port: {MAX_HTTP_CONNECTIONS} connections open; closing a new one");
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::timeout(HTTP_CONNECTION_LIFETIME, conn) => {}
+            }
+            drop(permit);
+        });
+    }
 }
 
 #[cfg(test)]

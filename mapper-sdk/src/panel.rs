@@ -22,8 +22,11 @@
 //! Access: the port binds to loopback unless `common.http_bind` says
 //! otherwise. When it is bound elsewhere, the panel requires
 //! `Authorization: Bearer <token>` with the token from `MAPPER_HTTP_TOKEN` or
-//! the file `common.http_token_file`; without a token it answers 403 (metrics
-//! stay available).
+//! the file `common.http_token_file`. With a token configured, a request
+//! without it (or with another) gets 401; bound beyond loopback with no token
+//! configured, the panel answers 403 to everyone (metrics stay available).
+//! The port serves at most 64 connections at once, each for at most 60 s,
+//! and a client must send its request headers within 10 s.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -91,6 +94,7 @@ fn write_status(e: &WriteError) -> StatusCode {
         WriteError::Invalid { reason, .. } if reason.contains("ReadOnly") => StatusCode::CONFLICT,
         WriteError::Invalid { .. } => StatusCode::BAD_REQUEST,
         WriteError::Refused { .. } => StatusCode::BAD_GATEWAY,
+        WriteError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         WriteError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -199,6 +203,15 @@ async fn write(
             format!("method {method} of {id} does not write property {property}"),
         );
     }
+    if !dmi_proto::rules::is_valid_twin_value(&data) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{id} {property}: the value must be at most {} characters of letters, digits and -_.,:/@#%+=~ (EdgeCore's twin value rule, as for desired values)",
+                dmi_proto::rules::TWIN_VALUE_MAX
+            ),
+        );
+    }
     match p.supervisor.write_property(&id, &property, &data).await {
         Ok(()) => ok(json!({"Message": format!("Write data {data} to device {id} successfully")})),
         Err(e) => error(write_status(&e), e.to_string()),
@@ -259,6 +272,13 @@ async fn database(Path((ns, name)): Path<(String, String)>) -> Response {
     )
 }
 
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no route {}; see /api/v1/openapi.json", uri.path()),
+    )
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -293,12 +313,12 @@ async fn guard(State(p): State<Panel>, req: Request, next: Next) -> Response {
     resp
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme is
+/// case-insensitive, RFC 7235 §2.1).
 fn bearer(h: &HeaderMap) -> Option<&str> {
-    h.get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -320,6 +340,7 @@ pub(crate) fn router(supervisor: Arc<Supervisor>, access: Access) -> axum::Route
         .route("/api/v1/meta/model/{ns}/{name}", get(model))
         .route("/api/v1/database/{ns}/{name}", get(database))
         .route("/api/v1/openapi.json", get(openapi))
+        .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }

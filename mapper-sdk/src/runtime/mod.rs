@@ -332,8 +332,10 @@ impl Supervisor {
             reply,
         };
         let wait = self.runtime.io_timeout * 2;
-        tx.try_send(cmd)
-            .map_err(|_| unreachable("too many writes waiting for this device"))?;
+        tx.try_send(cmd).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => WriteError::Busy(id.to_string()),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => unreachable("the device stopped"),
+        })?;
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(unreachable("the device stopped")),

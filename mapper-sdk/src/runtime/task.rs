@@ -98,6 +98,9 @@ pub enum WriteError {
         /// Last connect or link error.
         reason: String,
     },
+    /// Too many writes are waiting for this device already; try again later.
+    #[error("device {0}: too many writes waiting; try again later")]
+    Busy(String),
     /// The device answered the write with a fault.
     #[error("{property}: the device refused the write: {reason}")]
     Refused {

@@ -144,10 +144,14 @@ pub(super) fn route(h: &HttpPush) -> Result<(TargetSpec, Route), SinkError> {
         format!("/{}", h.request_path)
     };
     parse_uri("http push", &format!("{base}{path}"))?;
+    // One target per URL: an endpoint that refuses (a wrong path) holds back
+    // only its own records, not those of other paths on the same server.
     Ok((
-        TargetSpec::Http { base },
+        TargetSpec::Http {
+            base: format!("{base}{path}"),
+        },
         Route::Http {
-            path,
+            path: String::new(),
             timeout_ms: u64::try_from(h.timeout_ms).unwrap_or(0),
         },
     ))
@@ -218,24 +222,23 @@ mod tests {
         assert_eq!(
             t,
             TargetSpec::Http {
-                base: "http://10.0.0.5:8080".into()
+                base: "http://10.0.0.5:8080/in".into()
             }
         );
         assert_eq!(
             r,
             Route::Http {
-                path: "/in".into(),
+                path: String::new(),
                 timeout_ms: 0
             }
         );
-        let (t, r) = route(&push("collector", 0, "data")).unwrap();
+        let (t, _) = route(&push("collector", 0, "data")).unwrap();
         assert_eq!(
             t,
             TargetSpec::Http {
-                base: "http://collector".into()
+                base: "http://collector/data".into()
             }
         );
-        assert!(matches!(r, Route::Http { path, .. } if path == "/data"));
         assert!(
             route(&push("ftp://x", 1, "/"))
                 .unwrap_err()

@@ -97,6 +97,10 @@ use crate::spec::{DeviceModel, DeviceSpec, ObjectId};
 use queue::{Lane, LaneMetrics, SpoolFile};
 use target::{Entry, Route, Target, TargetSpec};
 
+/// Most sink targets (distinct brokers, databases, HTTP endpoints) in one
+/// mapper; beyond it a method is refused as a configuration error.
+pub const MAX_TARGETS: usize = 256;
+
 /// Why a sink target cannot take records.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
@@ -266,6 +270,12 @@ impl DataPlane {
         if let Some(l) = lanes.get(spec) {
             return Ok(l.clone());
         }
+        if lanes.len() >= MAX_TARGETS {
+            return Err(SinkError::Config(format!(
+                "{}: this mapper already has {MAX_TARGETS} sink targets (one connection, queue and spool table each); share brokers and databases between properties",
+                spec.key()
+            )));
+        }
         let target = Target::new(spec, &self.opts)?;
         let key = spec.key();
         let spool = match self.spool() {
@@ -296,7 +306,12 @@ impl DataPlane {
     }
 
     /// The targets and routes of one property's push method.
-    fn outs(&self, push: &PushMethod) -> Vec<Result<(TargetSpec, Route), SinkError>> {
+    fn outs(
+        &self,
+        device: &ObjectId,
+        property: &str,
+        push: &PushMethod,
+    ) -> Vec<Result<(TargetSpec, Route), SinkError>> {
         let mut v = Vec::new();
         if let Some(h) = &push.http {
             v.push(http::route(h));
@@ -325,14 +340,22 @@ impl DataPlane {
             )));
         }
         if let Some(m) = &push.db.mysql {
-            v.push(Ok((
-                TargetSpec::Mysql {
-                    addr: m.addr.trim().to_owned(),
-                    database: m.database.clone(),
-                    user: m.user_name.clone(),
-                },
-                Route::Mysql,
-            )));
+            // MySQL/MariaDB table names are at most 64 characters.
+            let table = format!("{}/{}/{}", device.namespace, device.name, property);
+            if table.chars().count() > 64 {
+                v.push(Err(SinkError::Config(format!(
+                    "mysql table `{table}` would be longer than the 64 characters MySQL allows"
+                ))));
+            } else {
+                v.push(Ok((
+                    TargetSpec::Mysql {
+                        addr: m.addr.trim().to_owned(),
+                        database: m.database.clone(),
+                        user: m.user_name.clone(),
+                    },
+                    Route::Mysql,
+                )));
+            }
         }
         if let Some(t) = &push.db.tdengine {
             v.push(Ok((
@@ -386,7 +409,7 @@ impl SampleSink for DataPlane {
         for p in spec.properties.iter().filter(|p| !p.push_method.is_empty()) {
             let mut outs = Vec::new();
             let mut config_errors = Vec::new();
-            for out in self.outs(&p.push_method) {
+            for out in self.outs(&spec.id, &p.name, &p.push_method) {
                 let res = out.and_then(|(t, r)| self.lane(&t).map(|l| (l, r)));
                 match res {
                     Ok(o) => outs.push(o),

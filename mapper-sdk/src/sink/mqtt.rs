@@ -46,6 +46,13 @@ pub(super) fn route(m: &MqttPush) -> Result<(TargetSpec, Route), SinkError> {
             m.topic
         )));
     }
+    // MQTT 3.1.1 §1.5.3, §4.7.3: UTF-8 without NUL, at most 65 535 bytes.
+    if m.topic.contains('\0') || m.topic.len() > usize::from(u16::MAX) {
+        return Err(SinkError::Config(format!(
+            "mqtt topic ({} bytes) has a NUL character or is longer than 65535 bytes",
+            m.topic.len()
+        )));
+    }
     Ok((
         TargetSpec::Mqtt {
             address: m.address.trim().to_owned(),

@@ -38,6 +38,9 @@ use crate::metrics::{Metrics, SinkLabel};
 const TARGETS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("targets");
 
+/// How long a lane works from memory only after a spool write failed.
+const SPOOL_RETRY: Duration = Duration::from_secs(5);
+
 /// Longest pause between two warnings about the same failing target.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -173,64 +176,178 @@ impl Lane {
         self.metrics.queued.set(q.len() as i64);
     }
 
-    /// Takes everything queued.
-    fn take_all(&self) -> Vec<Arc<Entry>> {
+    /// Takes everything queued, with sequence numbers.
+    fn take_all(&self) -> Vec<(u64, Arc<Entry>)> {
         let mut q = self.lock();
-        let all = q.drain(..).map(|(_, e)| e).collect();
+        let all = q.drain(..).collect();
         self.metrics.queued.set(0);
         all
     }
+
+    /// Puts records taken by [`Lane::take_all`] back at the front (they are
+    /// older than anything queued since); beyond the bound the oldest are
+    /// dropped (counted).
+    fn requeue_front(&self, taken: Vec<(u64, Arc<Entry>)>) {
+        let dropped = {
+            let mut q = self.lock();
+            for item in taken.into_iter().rev() {
+                q.push_front(item);
+            }
+            let over = q.len().saturating_sub(self.cap);
+            q.drain(..over);
+            self.metrics.queued.set(q.len() as i64);
+            over as u64
+        };
+        self.metrics.dropped.inc_by(dropped);
+    }
 }
 
-/// The spool file of a mapper (`<state dir>/spool.redb`), shared by its targets.
+/// redb's page cache for the spool, bytes (redb's default is 1 GiB).
+const SPOOL_CACHE: usize = 4 << 20;
+
+/// The spool file of a mapper (`<state dir>/spool.redb`), shared by its
+/// targets.
 #[derive(Debug, Clone)]
 pub(crate) struct SpoolFile {
-    db: Arc<Database>,
+    db: Arc<SpoolDb>,
+}
+
+/// The database behind a [`SpoolFile`]. redb refuses every call after an I/O
+/// error until the database is opened again (a full disk, a file removed
+/// under it), and its code panics on some kinds of damage; this wrapper turns
+/// panics into errors and re-opens the database on the next call after an
+/// error, moving a damaged file aside.
+#[derive(Debug)]
+struct SpoolDb {
+    path: std::path::PathBuf,
+    db: Mutex<Option<Database>>,
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+impl SpoolDb {
+    /// Opens `path`, creating it (mode 0600: the spool holds readings and
+    /// target addresses). Only damage (redb reports corruption, or panics) moves the
+    /// file aside to `spool.redb.damaged-<unix time>` and starts an empty one,
+    /// with an error log; any other failure (permissions, a full disk, a
+    /// second process) is returned and the file is left alone.
+    fn open(path: &std::path::Path) -> Result<Database, String> {
+        let attempt = || {
+            std::panic::catch_unwind(|| {
+                redb::Builder::new()
+                    .set_cache_size(SPOOL_CACHE)
+                    .create(path)
+            })
+        };
+        let damage = match attempt() {
+            Ok(Ok(db)) => {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+                return Ok(db);
+            }
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(format!(
+                    "{} is in use by another mapper process",
+                    path.display()
+                ));
+            }
+            // Permissions, a full disk: not the file's fault; leave it.
+            // (redb reports a file that is not a database as invalid data.)
+            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(format!("{}: {e}", path.display()));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(p) => format!(
+                "the database library panicked reading it: {}",
+                panic_text(&*p)
+            ),
+        };
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let aside = path.with_file_name(format!("{}.damaged-{stamp}", SpoolFile::NAME));
+        tracing::error!(
+            path = %path.display(), aside = %aside.display(), error = %damage,
+            "the sink spool is damaged; moving it aside and starting an empty one (its records are lost)"
+        );
+        std::fs::rename(path, &aside)
+            .map_err(|e| format!("moving {} aside: {e}", path.display()))?;
+        match attempt() {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
+            Err(p) => Err(format!("{}: {}", path.display(), panic_text(&*p))),
+        }
+    }
+
+    /// Runs `f` on the database, opening it first if an earlier error closed
+    /// it; a panic in `f` is an error, and after an error the database is
+    /// closed so that the next call opens it again.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, redb::Error>,
+    ) -> Result<R, redb::Error> {
+        let mut g = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            let db =
+                Self::open(&self.path).map_err(|e| redb::Error::Io(std::io::Error::other(e)))?;
+            tracing::info!(path = %self.path.display(), "sink spool opened again");
+            *g = Some(db);
+        }
+        let Some(db) = g.as_ref() else {
+            return Err(redb::Error::DatabaseClosed);
+        };
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(db))) {
+            Ok(r) => r,
+            Err(p) => Err(redb::Error::Corrupted(format!(
+                "the database library panicked: {}",
+                panic_text(&*p)
+            ))),
+        };
+        if matches!(
+            r,
+            Err(redb::Error::PreviousIo | redb::Error::Io(_) | redb::Error::Corrupted(_))
+        ) {
+            *g = None;
+        }
+        r
+    }
 }
 
 impl SpoolFile {
     /// The file's name inside the state dir.
     pub(crate) const NAME: &'static str = "spool.redb";
 
-    /// Opens or creates `<dir>/spool.redb`. A damaged file is moved aside
-    /// (`spool.redb.damaged-<unix time>`) and a new one created, with an error
-    /// log: records in it are lost, the mapper keeps running.
+    /// Opens or creates `<dir>/spool.redb` (see [`SpoolDb::open`]).
     pub(crate) fn open(dir: &std::path::Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let path = dir.join(Self::NAME);
-        let db = match Database::create(&path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(format!(
-                    "{} is in use by another mapper process",
-                    path.display()
-                ));
-            }
-            Err(e) => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or_default();
-                let aside = dir.join(format!("spool.redb.damaged-{stamp}"));
-                tracing::error!(
-                    path = %path.display(), aside = %aside.display(), error = %e,
-                    "the sink spool is damaged; moving it aside and starting an empty one (its records are lost)"
-                );
-                std::fs::rename(&path, &aside)
-                    .map_err(|e| format!("moving {} aside: {e}", path.display()))?;
-                Database::create(&path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-        };
+        let db = SpoolDb::open(&path)?;
         let w = db.begin_write().map_err(|e| e.to_string())?;
         w.open_table(TARGETS).map_err(|e| e.to_string())?;
         w.commit().map_err(|e| e.to_string())?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(SpoolDb {
+                path,
+                db: Mutex::new(Some(db)),
+            }),
+        })
     }
 
     /// The targets that have records spooled from an earlier run.
     pub(crate) fn pending_targets(&self) -> Vec<TargetSpec> {
-        let read = || -> Result<Vec<TargetSpec>, redb::Error> {
-            let r = self.db.begin_read()?;
+        let read = |db: &Database| -> Result<Vec<TargetSpec>, redb::Error> {
+            let r = db.begin_read()?;
             let index = r.open_table(TARGETS)?;
             let mut out = Vec::new();
             for row in index.iter()? {
@@ -252,7 +369,7 @@ impl SpoolFile {
             }
             Ok(out)
         };
-        read().unwrap_or_else(|e| {
+        self.db.with(read).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the sink spool index");
             Vec::new()
         })
@@ -260,29 +377,30 @@ impl SpoolFile {
 
     /// The spool of one target (registered in the index).
     pub(crate) fn lane(&self, spec: &TargetSpec, max_bytes: u64) -> Result<Spool, String> {
-        let table = spec.key();
+        let table = spec.table();
         let json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
-        let db = self.db.clone();
-        let (len, bytes, next) = (|| -> Result<(u64, u64, u64), redb::Error> {
-            let w = db.begin_write()?;
-            w.open_table(TARGETS)?
-                .insert(table.as_str(), json.as_slice())?;
-            let (mut len, mut bytes, mut next) = (0, 0, 0);
-            {
-                let t = w.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    len += 1;
-                    bytes += v.value().len() as u64;
-                    next = k.value() + 1;
+        let (len, bytes, next) = self
+            .db
+            .with(|db| {
+                let w = db.begin_write()?;
+                w.open_table(TARGETS)?
+                    .insert(table.as_str(), json.as_slice())?;
+                let (mut len, mut bytes, mut next) = (0, 0, 0);
+                {
+                    let t = w.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
+                    for row in t.iter()? {
+                        let (k, v) = row?;
+                        len += 1;
+                        bytes += v.value().len() as u64;
+                        next = k.value() + 1;
+                    }
                 }
-            }
-            w.commit()?;
-            Ok((len, bytes, next))
-        })()
-        .map_err(|e| format!("{table}: {e}"))?;
+                w.commit()?;
+                Ok((len, bytes, next))
+            })
+            .map_err(|e| format!("{table}: {e}"))?;
         Ok(Spool {
-            db,
+            db: self.db.clone(),
             table,
             len,
             bytes,
@@ -295,7 +413,7 @@ impl SpoolFile {
 /// The on-disk half of one target's queue.
 #[derive(Debug)]
 pub(crate) struct Spool {
-    db: Arc<Database>,
+    db: Arc<SpoolDb>,
     table: String,
     len: u64,
     bytes: u64,
@@ -309,33 +427,33 @@ struct Appended {
 }
 
 impl Spool {
-    fn def(&self) -> TableDefinition<'_, u64, &'static [u8]> {
-        TableDefinition::new(&self.table)
-    }
-
     /// Appends `entries` in one commit; drops the oldest records beyond the
     /// byte bound.
-    fn append(&mut self, entries: &[Arc<Entry>]) -> Result<Appended, redb::Error> {
-        let w = self.db.begin_write()?;
-        let mut dropped = 0;
-        let (mut len, mut bytes, mut next) = (self.len, self.bytes, self.next);
-        {
-            let mut t = w.open_table(self.def())?;
-            for e in entries {
-                let v = serde_json::to_vec(&**e).map_err(|e| redb::Error::Io(e.into()))?;
-                t.insert(next, v.as_slice())?;
-                next += 1;
-                len += 1;
-                bytes += v.len() as u64;
+    fn append(&mut self, entries: &[(u64, Arc<Entry>)]) -> Result<Appended, redb::Error> {
+        let table = self.table.clone();
+        let (len0, bytes0, next0, max) = (self.len, self.bytes, self.next, self.max_bytes);
+        let (len, bytes, next, dropped) = self.db.with(|db| {
+            let w = db.begin_write()?;
+            let (mut len, mut bytes, mut next, mut dropped) = (len0, bytes0, next0, 0);
+            {
+                let mut t = w.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
+                for (_, e) in entries {
+                    let v = serde_json::to_vec(&**e).map_err(|e| redb::Error::Io(e.into()))?;
+                    t.insert(next, v.as_slice())?;
+                    next += 1;
+                    len += 1;
+                    bytes += v.len() as u64;
+                }
+                while bytes > max {
+                    let Some((_, v)) = t.pop_first()? else { break };
+                    bytes -= v.value().len() as u64;
+                    len -= 1;
+                    dropped += 1;
+                }
             }
-            while bytes > self.max_bytes {
-                let Some((_, v)) = t.pop_first()? else { break };
-                bytes -= v.value().len() as u64;
-                len -= 1;
-                dropped += 1;
-            }
-        }
-        w.commit()?;
+            w.commit()?;
+            Ok((len, bytes, next, dropped))
+        })?;
         (self.len, self.bytes, self.next) = (len, bytes, next);
         Ok(Appended { dropped })
     }
@@ -343,43 +461,49 @@ impl Spool {
     /// Up to `n` of the oldest records, with the key of the last. Unreadable
     /// records are skipped with an error log (and deleted with the batch).
     fn peek(&self, n: usize) -> Result<Option<Batch>, redb::Error> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(self.def())?;
-        let mut out = Vec::with_capacity(n.min(self.len as usize));
-        let mut last = None;
-        for row in t.iter()?.take(n) {
-            let (k, v) = row?;
-            last = Some(k.value());
-            match serde_json::from_slice::<Entry>(v.value()) {
-                Ok(e) => out.push(Arc::new(e)),
-                Err(e) => {
-                    tracing::error!(table = %self.table, key = k.value(), error = %e, "unreadable spooled record skipped")
+        let cap = n.min(self.len as usize);
+        self.db.with(|db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(TableDefinition::<u64, &[u8]>::new(&self.table))?;
+            let mut out = Vec::with_capacity(cap);
+            let mut last = None;
+            for row in t.iter()?.take(n) {
+                let (k, v) = row?;
+                last = Some(k.value());
+                match serde_json::from_slice::<Entry>(v.value()) {
+                    Ok(e) => out.push(Arc::new(e)),
+                    Err(e) => tracing::error!(table = %self.table, key = k.value(), error = %e, "unreadable spooled record skipped"),
                 }
             }
-        }
-        Ok(last.map(|l| (l, out)))
+            Ok(last.map(|l| (l, out)))
+        })
     }
 
     /// Deletes every record up to key `last`.
     fn commit(&mut self, last: u64) -> Result<(), redb::Error> {
-        let w = self.db.begin_write()?;
-        let (mut len, mut bytes) = (self.len, self.bytes);
-        {
-            let mut t = w.open_table(self.def())?;
-            loop {
-                let first = t.first()?.map(|(k, _)| k.value());
-                match first {
-                    Some(k) if k <= last => {
-                        if let Some((_, v)) = t.pop_first()? {
-                            bytes -= v.value().len() as u64;
-                            len -= 1;
+        let table = self.table.clone();
+        let (len0, bytes0) = (self.len, self.bytes);
+        let (len, bytes) = self.db.with(|db| {
+            let w = db.begin_write()?;
+            let (mut len, mut bytes) = (len0, bytes0);
+            {
+                let mut t = w.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
+                loop {
+                    let first = t.first()?.map(|(k, _)| k.value());
+                    match first {
+                        Some(k) if k <= last => {
+                            if let Some((_, v)) = t.pop_first()? {
+                                bytes -= v.value().len() as u64;
+                                len -= 1;
+                            }
                         }
+                        _ => break,
                     }
-                    _ => break,
                 }
             }
-        }
-        w.commit()?;
+            w.commit()?;
+            Ok((len, bytes))
+        })?;
         (self.len, self.bytes) = (len, bytes);
         Ok(())
     }
@@ -388,8 +512,8 @@ impl Spool {
 /// Runs blocking spool I/O off the async workers.
 async fn blocking<T: Send + 'static>(
     spool: Spool,
-    f: impl FnOnce(&mut Spool) -> T + Send + 'static,
-) -> (Spool, T) {
+    f: impl FnOnce(&mut Spool) -> Result<T, redb::Error> + Send + 'static,
+) -> (Spool, Result<T, redb::Error>) {
     let handle = tokio::task::spawn_blocking(move || {
         let mut s = spool;
         let out = f(&mut s);
@@ -397,8 +521,8 @@ async fn blocking<T: Send + 'static>(
     });
     match handle.await {
         Ok(r) => r,
-        // spawn_blocking only fails when the closure panicked or the runtime
-        // is shutting down; neither leaves a spool to continue with.
+        // `SpoolDb::with` turns panics into errors, so this is the runtime
+        // shutting down: nothing is left to continue with.
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
@@ -418,24 +542,40 @@ pub(crate) async fn forward(
     let mut retry_at: Option<Instant> = None;
     let mut last_warn: Option<Instant> = None;
     let mut failing_since: Option<Instant> = None;
+    // After a spool write fails, the lane keeps records in memory until then.
+    let mut spool_retry_at: Option<Instant> = None;
+    let spool_log = edge_rt::logging::Throttle::new(WARN_EVERY);
     let m = lane.metrics.clone();
     if let Some(s) = &spool {
         m.spooled.set(s.len as i64);
     }
     loop {
         // Spill: while unhealthy, or behind a non-empty spool, or half full.
-        if let Some(s) = spool.take() {
+        let spool_usable = spool_retry_at.is_none_or(|t| Instant::now() >= t);
+        if spool_usable && let Some(s) = spool.take() {
             let spill = (!healthy || s.len > 0 || lane.len() * 2 >= lane.cap) && lane.len() > 0;
             spool = Some(if spill {
-                let entries = lane.take_all();
-                let (s, res) = blocking(s, move |s| s.append(&entries)).await;
-                match res {
-                    Ok(a) => {
-                        m.dropped.inc_by(a.dropped);
-                    }
-                    Err(e) => {
-                        // The records taken are lost; say how many.
-                        tracing::error!(sink = %lane.key, error = %e, "cannot write the spool; records lost");
+                let taken = lane.take_all();
+                let (s, res) = blocking(s, move |s| {
+                    let r = s.append(&taken);
+                    Ok((r, taken))
+                })
+                .await;
+                if let Ok((r, taken)) = res {
+                    match r {
+                        Ok(a) => {
+                            m.dropped.inc_by(a.dropped);
+                            spool_retry_at = None;
+                        }
+                        Err(e) => {
+                            // Nothing is lost: the records go back to memory
+                            // (bounded) and the spool is tried again later.
+                            lane.requeue_front(taken);
+                            spool_retry_at = Some(Instant::now() + SPOOL_RETRY);
+                            if let Some(held_back) = spool_log.allow() {
+                                tracing::error!(sink = %lane.key, error = %e, held_back, "cannot write the spool; records stay in memory (bounded) and the spool is tried again in {SPOOL_RETRY:?}");
+                            }
+                        }
                     }
                 }
                 m.spooled.set(s.len as i64);
@@ -452,7 +592,7 @@ pub(crate) async fn forward(
             None
         } else {
             match spool.take() {
-                Some(s) if s.len > 0 => {
+                Some(s) if s.len > 0 && spool_usable => {
                     let n = opts.batch_records;
                     let (s, res) = blocking(s, move |s| s.peek(n)).await;
                     spool = Some(s);
@@ -484,7 +624,7 @@ pub(crate) async fn forward(
                         let entries = lane.take_all();
                         if !entries.is_empty() {
                             let n = entries.len();
-                            let (_, res) = blocking(s, move |s| s.append(&entries)).await;
+                            let (_, res) = blocking(s, move |s| s.append(&entries).map(|_| ())).await;
                             match res {
                                 Ok(_) => tracing::info!(sink = %lane.key, records = n, "queued records spooled for the next start"),
                                 Err(e) => tracing::error!(sink = %lane.key, error = %e, "cannot spool the queued records at shutdown"),
@@ -585,7 +725,8 @@ mod tests {
         {
             let f = SpoolFile::open(dir.path()).unwrap();
             let mut s = f.lane(&spec, 1 << 20).unwrap();
-            s.append(&(0..5).map(entry).collect::<Vec<_>>()).unwrap();
+            s.append(&(0..5).map(|v| (v, entry(v))).collect::<Vec<_>>())
+                .unwrap();
             let b = s.peek(3).unwrap().unwrap();
             assert_eq!(values(&b), ["0", "1", "2"]);
             s.commit(b.0).unwrap();
@@ -596,7 +737,7 @@ mod tests {
         assert_eq!(f.pending_targets(), std::slice::from_ref(&spec));
         let mut s = f.lane(&spec, 1 << 20).unwrap();
         assert_eq!(s.len, 2);
-        s.append(&[entry(5)]).unwrap();
+        s.append(&[(5, entry(5))]).unwrap();
         assert_eq!(values(&s.peek(10).unwrap().unwrap()), ["3", "4", "5"]);
         // Bound: each record is about 130 bytes; 300 bytes keep the newest two.
         let one = serde_json::to_vec(&*entry(6)).unwrap().len() as u64;
@@ -610,10 +751,63 @@ mod tests {
             )
             .unwrap();
         let a = small
-            .append(&(6..10).map(entry).collect::<Vec<_>>())
+            .append(&(6..10).map(|v| (v, entry(v))).collect::<Vec<_>>())
             .unwrap();
         assert_eq!(a.dropped, 2);
         assert_eq!(values(&small.peek(10).unwrap().unwrap()), ["8", "9"]);
+    }
+
+    #[test]
+    fn a_truncated_spool_is_moved_aside_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TargetSpec::Redis {
+            addr: "h:1".into(),
+            db: 0,
+        };
+        {
+            let f = SpoolFile::open(dir.path()).unwrap();
+            let mut s = f.lane(&spec, 1 << 30).unwrap();
+            for chunk in 0..20 {
+                let batch: Vec<_> = (chunk * 100..chunk * 100 + 100)
+                    .map(|v| (v, entry(v)))
+                    .collect();
+                s.append(&batch).unwrap();
+            }
+        }
+        let path = dir.path().join(SpoolFile::NAME);
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        // Whatever redb makes of it (an error or a panic inside), the mapper
+        // gets a usable spool and the damaged file is kept aside.
+        let f = SpoolFile::open(dir.path()).unwrap();
+        let mut s = f.lane(&spec, 1 << 20).unwrap();
+        s.append(&[(1, entry(1))]).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let damaged = names.iter().any(|n| n.starts_with("spool.redb.damaged-"));
+        // redb may also repair a truncated file by itself; then nothing is
+        // moved aside, but the data it kept is readable.
+        assert!(damaged || s.peek(10).is_ok(), "{names:?}");
+    }
+
+    #[test]
+    fn the_spool_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let _f = SpoolFile::open(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(SpoolFile::NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::record::Record;
 pub(crate) enum TargetSpec {
     /// An MQTT broker (`pushMethod.mqtt.address`).
     Mqtt { address: String },
-    /// An HTTP server, `scheme://host:port` (`pushMethod.http`).
+    /// An HTTP endpoint, `scheme://host:port/path` (`pushMethod.http`).
     Http { base: String },
     /// An OTLP/HTTP metrics endpoint (`pushMethod.otel.endpointURL`).
     Otel { endpoint: String },
@@ -61,14 +61,37 @@ impl TargetSpec {
             TargetSpec::Tdengine { addr, db } => format!("tdengine {addr}/{db}"),
         }
     }
+
+    /// The spool table of this target: [`TargetSpec::key`] plus a fingerprint
+    /// of the whole spec, so two targets that differ only in what the key
+    /// leaves out (an MQTT password) never share a table.
+    pub(crate) fn table(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("{} #{:016x}", self.key(), fingerprint(&json))
+    }
 }
 
-/// `scheme://user:pass@host` without the `user:pass@`.
+/// `scheme://user:pass@host` as `scheme://user@host` (no password).
 fn strip_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        (Some(s), Some(at)) if at > s => {
+            let user = url[s + 3..at].split(':').next().unwrap_or_default();
+            let user = if user.is_empty() {
+                String::new()
+            } else {
+                format!("{user}@")
+            };
+            format!("{}{user}{}", &url[..s + 3], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
+}
+
+/// FNV-1a, 64 bits: a stable short fingerprint (not a secret hash).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What a record needs besides the target: the per-property part of the
@@ -82,7 +105,9 @@ pub(crate) enum Route {
         qos: u8,
         retained: bool,
     },
-    /// POST to `path`; `timeout_ms` 0 = the data plane's delivery timeout.
+    /// POST to the target's URL followed by `path` (empty: the target's URL
+    /// is the whole endpoint); `timeout_ms` 0 = the data plane's delivery
+    /// timeout.
     Http { path: String, timeout_ms: u64 },
     /// A gauge point.
     Otel,
@@ -213,7 +238,13 @@ mod tests {
         let s = TargetSpec::Mqtt {
             address: "tcp://u:secret@broker:1883".into(),
         };
-        assert_eq!(s.key(), "mqtt tcp://broker:1883");
+        assert_eq!(s.key(), "mqtt tcp://u@broker:1883");
+        assert!(!s.table().contains("secret"));
+        let other = TargetSpec::Mqtt {
+            address: "tcp://u:other@broker:1883".into(),
+        };
+        assert_eq!(other.key(), s.key());
+        assert_ne!(other.table(), s.table());
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<TargetSpec>(&json).unwrap(), s);
         let e = Entry {
