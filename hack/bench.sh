@@ -2,14 +2,16 @@
 # Runs the benchmark suite on release builds and prints the results table,
 # then the criterion micro-benchmarks. Every figure comes with a baseline
 # measured in the same run; see benches/README.md.
-#   bash hack/bench.sh            # ~5 minutes on 2 cores (after the release build)
+#   bash hack/bench.sh            # ~7 minutes on 2 cores (after the release build)
 #   bash hack/bench.sh --quick    # ~1 minute
 #   bash hack/bench.sh --seconds 20 --devices 16   # other scales
+#   bash hack/bench.sh --only sinks                # one group (modbus, write, dmi, memory, sinks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building release binaries (first time: several minutes)..." >&2
 cargo build --release --locked --quiet -p dmi-bench -p edgecore-dmi -p mapper-modbus -p modbus-sim --bins
 ./target/release/bench-suite "$@"
-if [[ " $* " != *" --quick "* ]]; then
+# The criterion micro-benchmarks run with the whole suite, not with --quick or --only.
+if [[ " $* " != *" --quick "* && " $* " != *" --only"* ]]; then
   cargo bench --locked --quiet -p dmi-bench --bench micro -- --noplot 2>/dev/null | grep -E "^[a-z].*time:|time:" || true
 fi

@@ -5,6 +5,7 @@
 //! bench-suite [--quick]      # the whole suite, prints a Markdown table
 //! bench-suite bare-client …  # internal: the bare tokio-modbus baseline
 //! bench-suite null-server …  # internal: the do-nothing tonic baseline
+//! bench-suite mqtt-publisher … # internal: the bare rumqttc baseline
 //! ```
 
 #![allow(clippy::print_stdout)] // a benchmark report is its output
@@ -13,6 +14,7 @@ mod dmi;
 mod fake_edgecore;
 mod modbus;
 mod procs;
+mod sinks;
 
 use std::time::Duration;
 
@@ -38,7 +40,7 @@ struct Args {
     /// Concurrent DMI clients (default 16, quick 8).
     #[arg(long)]
     clients: Option<usize>,
-    /// Run only these groups: modbus, write, dmi, memory (default: all).
+    /// Run only these groups: modbus, write, dmi, memory, sinks (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -63,6 +65,8 @@ enum Internal {
         #[arg(long)]
         socket: std::path::PathBuf,
     },
+    /// The bare rumqttc publisher baseline of the sinks group.
+    MqttPublisher(sinks::PublisherArgs),
 }
 
 fn fmt_n(x: f64) -> String {
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 .await;
         }
         Some(Internal::NullServer { socket }) => return dmi::null_server_main(&socket).await,
+        Some(Internal::MqttPublisher(a)) => return sinks::publisher_main(a).await,
         None => {}
     }
     let q = args.quick;
@@ -310,6 +315,14 @@ async fn main() -> anyhow::Result<()> {
             String::new(),
             "≤ 15 MB at 10 k devices",
         );
+    }
+
+    // 5. Data plane: pushMethod.mqtt and the spool.
+    if run("sinks") {
+        for r in sinks::rows(q, args.seconds).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
     }
 
     println!("Results of `{command}` on {}:\n", machine());

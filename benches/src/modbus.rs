@@ -236,11 +236,22 @@ impl Mapper {
         devices: Vec<pb::Device>,
         points: u16,
     ) -> anyhow::Result<Mapper> {
+        Self::start_with(dir, devices, points, &[]).await
+    }
+
+    /// As [`Mapper::start`], with `extra` command-line arguments (a config
+    /// file, a state directory).
+    pub(crate) async fn start_with(
+        dir: &Path,
+        devices: Vec<pb::Device>,
+        points: u16,
+        extra: &[String],
+    ) -> anyhow::Result<Mapper> {
         let edge =
             fake_edgecore::serve(&dir.join("dmi.sock"), devices, vec![model(points)]).await?;
         let metrics = free_port();
         let socket = dir.join("modbus.sock");
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--socket-path",
             &socket.display().to_string(),
             "--edgecore-sock",
@@ -255,6 +266,7 @@ impl Mapper {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        args.extend_from_slice(extra);
         let proc = Proc::start(
             &bin_dir().join("mapper-modbus"),
             &args,
