@@ -185,19 +185,17 @@ impl HttpTarget {
             };
             let uri = parse_uri("http push", &format!("{}{path}", self.base))?;
             let (ct, body) = match self.format {
-                PayloadFormat::Json => ("application/json", e.record.document().to_string()),
+                PayloadFormat::Json => ("application/json", e.record.document_bytes()),
                 PayloadFormat::Stock => (
                     "application/x-www-form-urlencoded",
-                    e.record.stock_http_form(),
+                    e.record.stock_http_form().into_bytes(),
                 ),
             };
             let timeout = match timeout_ms {
                 0 => self.timeout,
                 ms => Duration::from_millis(*ms).min(self.timeout),
             };
-            self.client
-                .post(&uri, ct, &[], body.into_bytes(), timeout)
-                .await?;
+            self.client.post(&uri, ct, &[], body, timeout).await?;
         }
         Ok(())
     }

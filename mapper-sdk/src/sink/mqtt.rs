@@ -28,6 +28,13 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Largest packet sent or accepted, bytes.
 const MAX_PACKET: usize = 1 << 20;
 
+/// Most publishes in one delivery (at least `data.batch_records`). A batch
+/// ends by waiting for its acknowledgements; a broker that delays its last
+/// PUBACKs (mosquitto without `set_tcp_nodelay true` holds them for a
+/// delayed-ACK round, tens of ms) then costs one such wait per batch, so MQTT
+/// batches are large.
+pub(crate) const MQTT_BATCH: usize = 5000;
+
 /// Connections made by this process (client id suffix).
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -139,7 +146,7 @@ fn parse(address: &str) -> Result<Broker, SinkError> {
 /// The payload of `e` in the configured format.
 fn payload(e: &Entry, topic: &str, format: PayloadFormat) -> Vec<u8> {
     match format {
-        PayloadFormat::Json => e.record.document().to_string().into_bytes(),
+        PayloadFormat::Json => e.record.document_bytes(),
         PayloadFormat::Stock => e.record.stock_mqtt_text(topic).into_bytes(),
     }
 }
@@ -250,7 +257,7 @@ impl MqttTarget {
             broker,
             tls,
             client_name: opts.client_name.clone(),
-            capacity: opts.batch_records + 16,
+            capacity: opts.batch_records.max(MQTT_BATCH) + 16,
             format: opts.payload,
             conn: None,
         })

@@ -41,7 +41,7 @@ pub struct DataOptions {
     /// cannot be created the mapper runs with memory queues only and says so.
     pub state_dir: Option<PathBuf>,
     /// Spill to the on-disk spool while a target is down (and when its memory
-    /// queue is half full), so queued samples survive a restart.
+    /// queue is three quarters full), so queued samples survive a restart.
     pub spool: bool,
     /// Records held in memory per target; beyond it the oldest is dropped
     /// (counted in `mapper_sink_dropped_total`).
@@ -49,8 +49,9 @@ pub struct DataOptions {
     /// Bytes of encoded records spooled per target; beyond it the oldest are
     /// dropped (counted).
     pub spool_max_bytes: u64,
-    /// Most records sent in one delivery (one MQTT burst, one HTTP write, one
-    /// SQL transaction, one Redis pipeline).
+    /// Most records sent in one delivery (one HTTP write, one SQL
+    /// transaction, one Redis pipeline; MQTT bursts are at least 5000
+    /// publishes, see the crate docs).
     pub batch_records: usize,
     /// Deadline of one delivery attempt.
     #[serde(with = "humantime_serde")]

@@ -479,27 +479,29 @@ impl Spool {
         })
     }
 
-    /// Deletes every record up to key `last`.
+    /// Deletes every record up to key `last`. The commit is not synced to
+    /// disk unless it empties the spool (the next append or the last delete
+    /// syncs it): a crash can only bring delivered records back, which
+    /// at-least-once delivery allows, and replay is not slowed by a second
+    /// `fsync` per batch.
     fn commit(&mut self, last: u64) -> Result<(), redb::Error> {
         let table = self.table.clone();
         let (len0, bytes0) = (self.len, self.bytes);
         let (len, bytes) = self.db.with(|db| {
-            let w = db.begin_write()?;
+            let mut w = db.begin_write()?;
             let (mut len, mut bytes) = (len0, bytes0);
             {
                 let mut t = w.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
-                loop {
-                    let first = t.first()?.map(|(k, _)| k.value());
-                    match first {
-                        Some(k) if k <= last => {
-                            if let Some((_, v)) = t.pop_first()? {
-                                bytes -= v.value().len() as u64;
-                                len -= 1;
-                            }
-                        }
-                        _ => break,
-                    }
+                let removed = t.extract_from_if(..=last, |_, _| true)?;
+                for r in removed {
+                    let (_, v) = r?;
+                    bytes = bytes.saturating_sub(v.value().len() as u64);
+                    len = len.saturating_sub(1);
                 }
+            }
+            if len > 0 {
+                w.set_durability(redb::Durability::None)
+                    .map_err(|e| redb::Error::Io(std::io::Error::other(e.to_string())))?;
             }
             w.commit()?;
             Ok((len, bytes))
@@ -550,10 +552,11 @@ pub(crate) async fn forward(
         m.spooled.set(s.len as i64);
     }
     loop {
-        // Spill: while unhealthy, or behind a non-empty spool, or half full.
         let spool_usable = spool_retry_at.is_none_or(|t| Instant::now() >= t);
         if spool_usable && let Some(s) = spool.take() {
-            let spill = (!healthy || s.len > 0 || lane.len() * 2 >= lane.cap) && lane.len() > 0;
+            // Spill while the target is down, behind a non-empty spool (order),
+            // or when memory is three quarters full (before it drops).
+            let spill = (!healthy || s.len > 0 || lane.len() * 4 >= lane.cap * 3) && lane.len() > 0;
             spool = Some(if spill {
                 let taken = lane.take_all();
                 let (s, res) = blocking(s, move |s| {
@@ -593,7 +596,7 @@ pub(crate) async fn forward(
         } else {
             match spool.take() {
                 Some(s) if s.len > 0 && spool_usable => {
-                    let n = opts.batch_records;
+                    let n = target.max_batch(opts.batch_records, opts.memory_records);
                     let (s, res) = blocking(s, move |s| s.peek(n)).await;
                     spool = Some(s);
                     match res {
@@ -607,7 +610,7 @@ pub(crate) async fn forward(
                 }
                 other => {
                     spool = other;
-                    lane.peek(opts.batch_records)
+                    lane.peek(target.max_batch(opts.batch_records, opts.memory_records))
                         .map(|(last, v)| (false, last, v))
                 }
             }

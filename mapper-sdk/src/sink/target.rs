@@ -219,6 +219,16 @@ impl Target {
         }
     }
 
+    /// Most records per delivery, given the configured `data.batch_records`
+    /// and `data.memory_records` (a batch from memory stays well below the
+    /// memory bound, which new records keep filling while it is delivered).
+    pub(crate) fn max_batch(&self, configured: usize, memory: usize) -> usize {
+        match self {
+            Target::Mqtt(_) => configured.max(super::mqtt::MQTT_BATCH.min(memory / 4)),
+            _ => configured,
+        }
+    }
+
     /// Keeps an idle connection alive (MQTT keep-alive pings); never returns
     /// for targets that need nothing. Cancel-safe.
     pub(crate) async fn idle(&mut self) {
