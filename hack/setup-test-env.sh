@@ -24,6 +24,9 @@ apt_install socat mbpoll
 # clients, Redis, MariaDB, and VictoriaMetrics (takes InfluxDB line protocol).
 # The tests start their own instances on free loopback ports.
 apt_install mosquitto mosquitto-clients redis-server mariadb-server mariadb-client victoria-metrics
+# BLE: the system libdbus that btleplug links (mapper-ble), and the D-Bus daemon and
+# python-dbusmock that ../shared/tools/ble-mock runs a mock BlueZ with.
+apt_install libdbus-1-dev dbus python3-dbusmock
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3-venv; fi
 
 for comp in rustfmt clippy; do
