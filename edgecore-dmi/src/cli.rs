@@ -97,7 +97,12 @@ pub fn render_table(s: &StatusView) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
         for (_, n) in notes.iter().filter(|(row, _)| *row == i) {
-            out.push_str(&format!("    ! {n}\n"));
+            // A note is one line whatever the text a peer put in it.
+            let one_line: String = n
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out.push_str(&format!("    ! {one_line}\n"));
         }
     }
     if s.devices.is_empty() {

@@ -188,7 +188,10 @@ pub struct DataPlane {
     spool: std::sync::OnceLock<Option<SpoolFile>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    lanes: Mutex<HashMap<TargetSpec, Arc<Lane>>>,
+    lanes: Mutex<HashMap<TargetSpec, (Arc<Lane>, CancellationToken)>>,
+    /// Serialises device starts and stops, so a target is never stopped
+    /// between a start taking it and the start's routes naming it.
+    events: Mutex<()>,
     routes: RwLock<HashMap<ObjectId, Arc<HashMap<String, PropRoute>>>>,
 }
 
@@ -220,6 +223,7 @@ impl DataPlane {
             tracker,
             shutdown,
             lanes: Mutex::new(HashMap::new()),
+            events: Mutex::new(()),
             routes: RwLock::new(HashMap::new()),
         };
         let earlier = plane.opts.spool
@@ -267,7 +271,7 @@ impl DataPlane {
     /// The lane of `spec`, starting its target and forwarder the first time.
     fn lane(&self, spec: &TargetSpec) -> Result<Arc<Lane>, SinkError> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = lanes.get(spec) {
+        if let Some((l, _)) = lanes.get(spec) {
             return Ok(l.clone());
         }
         if lanes.len() >= MAX_TARGETS {
@@ -294,15 +298,43 @@ impl DataPlane {
             LaneMetrics::new(&self.metrics, &key),
         ));
         tracing::info!(sink = %key, "sink target started");
+        if let Some(s) = &spool {
+            // Before the forwarder runs: the target counts as busy from now.
+            lane.metrics.spooled.set(s.len() as i64);
+        }
+        let stop = self.shutdown.child_token();
         self.tracker.spawn(queue::forward(
             lane.clone(),
             target,
             spool,
             self.opts.clone(),
-            self.shutdown.child_token(),
+            stop.clone(),
         ));
-        lanes.insert(spec.clone(), lane.clone());
+        lanes.insert(spec.clone(), (lane.clone(), stop));
         Ok(lane)
+    }
+
+    /// Stops the targets no device uses any more once they hold nothing
+    /// (memory and spool empty); a target with records keeps delivering and
+    /// is stopped at a later call.
+    fn stop_unused(&self) {
+        let used: Vec<*const Lane> = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|d| d.values())
+            .flat_map(|p| p.outs.iter().map(|(l, _)| Arc::as_ptr(l)))
+            .collect();
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.retain(|_, (lane, stop)| {
+            let keep = used.contains(&Arc::as_ptr(lane)) || !lane.is_idle();
+            if !keep {
+                tracing::info!(sink = %lane.key, "sink target no longer used; stopped");
+                stop.cancel();
+            }
+            keep
+        });
     }
 
     /// The targets and routes of one property's push method.
@@ -405,6 +437,7 @@ impl SampleSink for DataPlane {
     }
 
     fn device_started(&self, spec: &DeviceSpec, model: &DeviceModel) {
+        let _serial = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let mut props = HashMap::new();
         for p in spec.properties.iter().filter(|p| !p.push_method.is_empty()) {
             let mut outs = Vec::new();
@@ -450,12 +483,15 @@ impl SampleSink for DataPlane {
                 },
             );
         }
-        let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        if props.is_empty() {
-            r.remove(&spec.id);
-        } else {
-            r.insert(spec.id.clone(), Arc::new(props));
+        {
+            let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            if props.is_empty() {
+                r.remove(&spec.id);
+            } else {
+                r.insert(spec.id.clone(), Arc::new(props));
+            }
         }
+        self.stop_unused();
     }
 
     fn problem(&self, device: &ObjectId, property: &str) -> Option<String> {
@@ -476,10 +512,12 @@ impl SampleSink for DataPlane {
     }
 
     fn device_stopped(&self, id: &ObjectId) {
+        let _serial = self.events.lock().unwrap_or_else(|p| p.into_inner());
         self.routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.stop_unused();
     }
 }
 
@@ -538,5 +576,82 @@ mod tests {
         );
         assert!(plane.problem(&ObjectId::new("n", "d"), "p").is_none());
         assert!(!state.exists());
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+    use crate::spec::PropertySpec;
+
+    fn device(push: PushMethod) -> (DeviceSpec, DeviceModel) {
+        let id = ObjectId::new("default", "d");
+        let spec = DeviceSpec {
+            id: id.clone(),
+            model: ObjectId::new("default", "m"),
+            protocol_name: "virtual".into(),
+            protocol_config: Default::default(),
+            properties: vec![PropertySpec {
+                name: "p".into(),
+                desired: None,
+                visitor: Default::default(),
+                collect_cycle: Duration::from_millis(100),
+                report_cycle: Duration::from_millis(100),
+                report_to_cloud: true,
+                push_method: push,
+            }],
+            state_report: None,
+            methods: Vec::new(),
+        };
+        let model = DeviceModel {
+            id: ObjectId::new("default", "m"),
+            properties: Default::default(),
+        };
+        (spec, model)
+    }
+
+    #[tokio::test]
+    async fn targets_no_device_uses_are_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let plane = DataPlane::new(
+            DataOptions {
+                state_dir: Some(dir.path().to_owned()),
+                ..Default::default()
+            },
+            Arc::new(Metrics::new()),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let push = PushMethod {
+            http: Some(method::HttpPush {
+                host_name: "http://127.0.0.1".into(),
+                port: 9,
+                request_path: "/x".into(),
+                timeout_ms: 0,
+            }),
+            ..Default::default()
+        };
+        let (spec, model) = device(push);
+        plane.device_started(&spec, &model);
+        assert_eq!(plane.lanes.lock().unwrap().len(), 1);
+        // Restarting the device keeps its target.
+        plane.device_started(&spec, &model);
+        assert_eq!(plane.lanes.lock().unwrap().len(), 1);
+        plane.device_stopped(&spec.id);
+        assert_eq!(plane.lanes.lock().unwrap().len(), 0);
+        // A method that cannot work is reported as the property's problem.
+        let bad = PushMethod {
+            mqtt: Some(method::MqttPush {
+                address: "ftp://x".into(),
+                topic: "t".into(),
+                qos: 0,
+                retained: false,
+            }),
+            ..Default::default()
+        };
+        let (spec, model) = device(bad);
+        plane.device_started(&spec, &model);
+        let problem = plane.problem(&spec.id, "p").unwrap();
+        assert!(problem.contains("unknown scheme `ftp`"), "{problem}");
     }
 }

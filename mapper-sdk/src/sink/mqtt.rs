@@ -118,7 +118,7 @@ fn parse(address: &str) -> Result<Broker, SinkError> {
         Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
             h,
             p.parse::<u16>()
-                .map_err(|_| bad(&format!("port `{p}` is not a number")))?,
+                .map_err(|_| bad(&format!("port `{p}` is not a port number (1-65535)")))?,
         ),
         _ => (hostport, if tls { 8883 } else { 1883 }),
     };

@@ -160,6 +160,11 @@ impl Lane {
         self.lock().len()
     }
 
+    /// Whether nothing waits for this target, in memory or in its spool.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.len() == 0 && self.metrics.spooled.get() == 0
+    }
+
     /// Up to `n` of the oldest records, with the sequence number of the last.
     fn peek(&self, n: usize) -> Option<Batch> {
         let q = self.lock();
@@ -427,6 +432,11 @@ struct Appended {
 }
 
 impl Spool {
+    /// Records spooled.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Appends `entries` in one commit; drops the oldest records beyond the
     /// byte bound.
     fn append(&mut self, entries: &[(u64, Arc<Entry>)]) -> Result<Appended, redb::Error> {
