@@ -5,11 +5,11 @@
 #   bash hack/bench.sh            # ~7 minutes on 2 cores (after the release build)
 #   bash hack/bench.sh --quick    # ~1 minute
 #   bash hack/bench.sh --seconds 20 --devices 16   # other scales
-#   bash hack/bench.sh --only sinks                # one group (modbus, write, dmi, memory, sinks)
+#   bash hack/bench.sh --only sinks                # one group (modbus, write, dmi, memory, sinks, serial, ble)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building release binaries (first time: several minutes)..." >&2
-cargo build --release --locked --quiet -p dmi-bench -p edgecore-dmi -p mapper-modbus -p modbus-sim --bins
+cargo build --release --locked --quiet -p dmi-bench -p edgecore-dmi -p mapper-modbus -p modbus-sim -p mapper-serial -p mapper-ble --bins
 ./target/release/bench-suite "$@"
 # The criterion micro-benchmarks run with the whole suite, not with --quick or --only.
 if [[ " $* " != *" --quick "* && " $* " != *" --only"* ]]; then

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs an edge node with simulated devices: edgecore-dmi, mapper-virtual and
-# mapper-modbus (against the Modbus simulator), the example Device/DeviceModel
-# YAML from examples/devices, and a live twin table. Everything lives in a
-# temporary directory; Ctrl-C stops it all.
+# Runs an edge node with simulated devices: edgecore-dmi, mapper-virtual,
+# mapper-modbus (against the Modbus simulator) and, when socat and python3 are
+# installed, mapper-serial (against a scripted scale on a socat PTY pair,
+# hack/serial-sim/scale.py), the example Device/DeviceModel YAML from
+# examples/devices (and examples/serial/scale.yaml), and a live twin table.
+# Everything lives in a temporary directory; Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 echo "building (first time takes a few minutes)..."
-cargo build --quiet --bin edgecore-dmi --bin mapper-virtual --bin mapper-modbus --bin modbus-sim
+cargo build --quiet --bin edgecore-dmi --bin mapper-virtual --bin mapper-modbus --bin mapper-serial --bin modbus-sim
 
 WORK=$(mktemp -d -t edge-dmi-demo.XXXXXX)
 mkdir -p "$WORK/devices" "$WORK/logs"
@@ -35,6 +37,27 @@ PORT=$(sed -n 's/^READY boiler tcp 127.0.0.1:\([0-9]*\)$/\1/p' "$WORK/logs/modbu
 [ -n "$PORT" ] || { echo "modbus-sim did not start; see $WORK/logs" >&2; exit 1; }
 sed -i "s/port: 15020/port: $PORT/" "$WORK/devices/boiler.yaml"
 
+# The serial scale: a socat PTY pair in the work dir, the scripted scale on one
+# end, the example Device YAML's serialPort pointed at the other.
+SERIAL=""
+if command -v socat >/dev/null && command -v python3 >/dev/null; then
+  mkdir -p "$WORK/tty"
+  socat "pty,raw,echo=0,link=$WORK/tty/dev" "pty,raw,echo=0,link=$WORK/tty/scale" 2>"$WORK/logs/socat.log" &
+  PIDS+=($!)
+  for _ in $(seq 50); do [ -e "$WORK/tty/dev" ] && [ -e "$WORK/tty/scale" ] && break; sleep 0.1; done
+  python3 hack/serial-sim/scale.py --port "$WORK/tty/scale" >"$WORK/logs/scale.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 50); do grep -q '^READY' "$WORK/logs/scale.log" 2>/dev/null && break; sleep 0.1; done
+  if grep -q '^READY' "$WORK/logs/scale.log" 2>/dev/null; then
+    sed "s|serialPort: /dev/ttyUSB0|serialPort: $WORK/tty/dev|" examples/serial/scale.yaml >"$WORK/devices/scale.yaml"
+    SERIAL="$WORK/tty/dev"
+  else
+    echo "serial scale did not start (see $WORK/logs/scale.log); skipping the serial device" >&2
+  fi
+else
+  echo "socat or python3 not found: skipping the serial device (scale on a PTY pair)"
+fi
+
 ./target/debug/edgecore-dmi --dmi-socket "$WORK/dmi.sock" serve \
   --state-dir "$WORK/state" --devices-dir "$WORK/devices" >"$WORK/logs/edgecore-dmi.log" 2>&1 &
 PIDS+=($!)
@@ -45,11 +68,17 @@ PIDS+=($!)
 ./target/debug/mapper-modbus --config-file examples/config/modbus-mapper.yaml \
   --socket-path "$WORK/modbus.sock" --edgecore-sock "$WORK/dmi.sock" >"$WORK/logs/mapper-modbus.log" 2>&1 &
 PIDS+=($!)
+if [ -n "$SERIAL" ]; then
+  ./target/debug/mapper-serial --config-file examples/config/serial-mapper.yaml \
+    --socket-path "$WORK/serial.sock" --edgecore-sock "$WORK/dmi.sock" >"$WORK/logs/mapper-serial.log" 2>&1 &
+  PIDS+=($!)
+fi
 
 cat <<MSG
 edge node running in $WORK
   device YAML:  $WORK/devices   (edit a desired value, e.g. setpoint in thermostat.yaml or boiler.yaml)
   Modbus sim:   127.0.0.1:$PORT  (try: mbpoll -m tcp -a 1 -r 11 -c 1 -t 4 -1 -p $PORT 127.0.0.1)
+  serial scale: ${SERIAL:-skipped (needs socat and python3)}${SERIAL:+  (scale-1 on a PTY: W -> ST,GS,+0012.34kg; edit filter in scale.yaml)}
   logs:         $WORK/logs
   inspect:      ./target/debug/edgecore-dmi --dmi-socket $WORK/dmi.sock devices -o json
 Ctrl-C stops everything.

@@ -3,8 +3,9 @@
 //! without edgecore-dmi in the loop.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_manager_service_server::{
@@ -24,6 +25,10 @@ pub(crate) struct FakeEdgeCore {
     pub(crate) state_reports: AtomicU64,
     /// `MapperRegister` calls received.
     pub(crate) registrations: AtomicU64,
+    /// When set, every `ReportDeviceStatus` is sent here with the time it
+    /// arrived (the BLE latency benchmark); unset, reports are only counted.
+    pub(crate) status_tx:
+        OnceLock<tokio::sync::mpsc::UnboundedSender<(Instant, pb::ReportDeviceStatusRequest)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,9 +50,12 @@ impl DeviceManagerService for Svc {
 
     async fn report_device_status(
         &self,
-        _req: Request<pb::ReportDeviceStatusRequest>,
+        req: Request<pb::ReportDeviceStatusRequest>,
     ) -> Result<Response<pb::ReportDeviceStatusResponse>, Status> {
         self.0.status_reports.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = self.0.status_tx.get() {
+            let _ = tx.send((Instant::now(), req.into_inner()));
+        }
         Ok(Response::new(pb::ReportDeviceStatusResponse {}))
     }
 

@@ -10,10 +10,12 @@
 
 #![allow(clippy::print_stdout)] // a benchmark report is its output
 
+mod ble;
 mod dmi;
 mod fake_edgecore;
 mod modbus;
 mod procs;
+mod serial;
 mod sinks;
 
 use std::time::Duration;
@@ -40,7 +42,8 @@ struct Args {
     /// Concurrent DMI clients (default 16, quick 8).
     #[arg(long)]
     clients: Option<usize>,
-    /// Run only these groups: modbus, write, dmi, memory, sinks (default: all).
+    /// Run only these groups: modbus, write, dmi, memory, sinks, serial, ble
+    /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -320,6 +323,22 @@ async fn main() -> anyhow::Result<()> {
     // 5. Data plane: pushMethod.mqtt and the spool.
     if run("sinks") {
         for r in sinks::rows(q, args.seconds).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
+    }
+
+    // 6. Serial: frames/s through mapper-serial against a bare tokio-serial loop.
+    if run("serial") {
+        for r in serial::rows(q, args.seconds).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
+    }
+
+    // 7. BLE: notification-to-twin latency through ble-mock and mapper-ble.
+    if run("ble") {
+        for r in ble::rows(q).await? {
             let [a, b, c, d, e] = r;
             row(&a, b, c, d, &e);
         }
