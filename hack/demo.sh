@@ -62,7 +62,8 @@ fi
   --state-dir "$WORK/state" --devices-dir "$WORK/devices" >"$WORK/logs/edgecore-dmi.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do [ -S "$WORK/dmi.sock" ] && break; sleep 0.1; done
-./target/debug/mapper-virtual --config-file examples/config/virtual-mapper.yaml \
+PANEL_PORT=${PANEL_PORT:-7777}
+./target/debug/mapper-virtual --config-file examples/config/virtual-mapper.yaml --http-port "$PANEL_PORT" \
   --socket-path "$WORK/virtual.sock" --edgecore-sock "$WORK/dmi.sock" >"$WORK/logs/mapper-virtual.log" 2>&1 &
 PIDS+=($!)
 ./target/debug/mapper-modbus --config-file examples/config/modbus-mapper.yaml \
@@ -79,6 +80,8 @@ edge node running in $WORK
   device YAML:  $WORK/devices   (edit a desired value, e.g. setpoint in thermostat.yaml or boiler.yaml)
   Modbus sim:   127.0.0.1:$PORT  (try: mbpoll -m tcp -a 1 -r 11 -c 1 -t 4 -1 -p $PORT 127.0.0.1)
   serial scale: ${SERIAL:-skipped (needs socat and python3)}${SERIAL:+  (scale-1 on a PTY: W -> ST,GS,+0012.34kg; edit filter in scale.yaml)}
+  data panel:   curl -s 127.0.0.1:$PANEL_PORT/api/v1/device/default/thermostat-1/temperature
+                curl -s -X PUT 127.0.0.1:$PANEL_PORT/api/v1/devicemethod/default/thermostat-1/setTemperature/setpoint/24
   logs:         $WORK/logs
   inspect:      ./target/debug/edgecore-dmi --dmi-socket $WORK/dmi.sock devices -o json
 Ctrl-C stops everything.

@@ -80,3 +80,66 @@ fn edgecore_serves_from_store_after_restart() {
         (prop(&d, "parts").age_ms? < 2000).then_some(())
     });
 }
+
+/// Sends SIGTERM to `pid`.
+fn sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// Waits up to `secs` for `child` to exit.
+fn exits_within(child: &mut std::process::Child, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sigterm_stops_both_sides_even_when_their_log_pipe_is_gone() {
+    // A log reader such as `| head -5` that exits leaves stderr a closed pipe.
+    let node = Node::new(&["examples/devices/line-counter.yaml"]);
+    let mut edgecore = std::process::Command::new(e2e_tests::bin("edgecore-dmi"))
+        .arg("--dmi-socket")
+        .arg(node.dmi_sock())
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(node.path("state"))
+        .arg("--devices-dir")
+        .arg(node.path("devices"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("edgecore-dmi to answer", 20, || node.status());
+    let mut mapper = std::process::Command::new(e2e_tests::bin("mapper-virtual"))
+        .args(["--socket-path"])
+        .arg(node.path("virtual.sock"))
+        .arg("--edgecore-sock")
+        .arg(node.dmi_sock())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("reports", 30, || parts(&node).filter(|n| *n >= 1));
+    // Close the read ends: every later log line meets a closed pipe.
+    drop(edgecore.stderr.take());
+    drop(edgecore.stdout.take());
+    drop(mapper.stderr.take());
+    drop(mapper.stdout.take());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sigterm(mapper.id());
+    sigterm(edgecore.id());
+    let (m, e) = (
+        exits_within(&mut mapper, 15),
+        exits_within(&mut edgecore, 15),
+    );
+    let _ = mapper.kill();
+    let _ = edgecore.kill();
+    assert!(m && e, "stopped on SIGTERM: mapper {m}, edgecore-dmi {e}");
+}

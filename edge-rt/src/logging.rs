@@ -1,8 +1,29 @@
 //! `tracing` set-up shared by every binary.
 
+/// stderr for log lines, ignoring write errors. `tracing-subscriber` reports a
+/// failed write with `eprintln!`, which panics when stderr is a closed pipe
+/// (a log reader such as `head` that has exited); the panic would kill
+/// whatever task was logging, e.g. the one that turns SIGTERM into a
+/// shutdown. A log line that cannot be written is dropped instead.
+#[derive(Debug, Clone, Copy)]
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::Write::flush(&mut std::io::stderr());
+        Ok(())
+    }
+}
+
 /// Logs to stderr with `filter` (a `tracing` filter such as `info` or
 /// `mapper_sdk=debug`), overridden by `RUST_LOG` when that is set; colours
-/// only when stderr is a terminal, so log files stay plain. Does nothing if a
+/// only when stderr is a terminal, so log files stay plain. Lines that cannot
+/// be written (stderr closed) are dropped, never an error. Does nothing if a
 /// subscriber is already installed.
 pub fn init(filter: &str) {
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -12,7 +33,7 @@ pub fn init(filter: &str) {
         .with_env_filter(env)
         .with_target(false)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .try_init();
 }
 

@@ -469,7 +469,7 @@ pub fn handle_twin_update(hub: &Hub, topic: &str, payload: &[u8]) -> Option<Publ
         Err(refused) => {
             let property = refused.property.as_deref().unwrap_or("-");
             if let Some(held_back) = REFUSAL_LOG.allow() {
-                tracing::warn!(%device, %property, reason = %refused.reason, held_back, "refused a desired value over MQTT (held_back: refusals not logged since the last line)");
+                tracing::warn!(%device, %property, reason = %refused.reason, held_back, "refused a desired value over MQTT");
             }
             Publication::json(
                 result_topic,
