@@ -33,6 +33,9 @@
 
 use std::collections::BTreeMap;
 
+pub mod check;
+pub mod protocols;
+
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::CustomResource;
 use schemars::JsonSchema;

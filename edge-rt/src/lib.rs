@@ -5,7 +5,8 @@
 //! * [`shutdown`]: SIGTERM / Ctrl-C as a future, and the shutdown tail (wait for
 //!   tracked tasks up to a grace period);
 //! * [`logging`]: `tracing` set-up (filter from a flag, `RUST_LOG` overrides,
-//!   colours only on a terminal);
+//!   text or JSON lines, colours only on a terminal);
+//! * [`cli`]: shell completions for every binary;
 //! * [`Backoff`]: exponential backoff with jitter;
 //! * [`ObjectId`]: the `namespace/name` of a device or model, with KubeEdge's
 //!   rule that an empty namespace is `default`;
@@ -20,6 +21,7 @@
 //! None.
 
 mod backoff;
+pub mod cli;
 pub mod desired;
 pub mod logging;
 mod object_id;

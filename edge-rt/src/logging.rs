@@ -20,21 +20,43 @@ impl std::io::Write for Stderr {
     }
 }
 
+/// How log lines are written (`--log-format` of every binary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`, the
+    /// event's other fields under `fields`, and the open spans), for log
+    /// collectors such as Loki, Fluent Bit or Elasticsearch.
+    Json,
+}
+
 /// Logs to stderr with `filter` (a `tracing` filter such as `info` or
-/// `mapper_sdk=debug`), overridden by `RUST_LOG` when that is set; colours
-/// only when stderr is a terminal, so log files stay plain. Lines that cannot
-/// be written (stderr closed) are dropped, never an error. Does nothing if a
-/// subscriber is already installed.
+/// `mapper_sdk=debug`), overridden by `RUST_LOG` when that is set, as text;
+/// see [`init_with`].
 pub fn init(filter: &str) {
+    init_with(filter, LogFormat::Text);
+}
+
+/// Logs to stderr with `filter` (overridden by `RUST_LOG` when that is set)
+/// in `format`. Text has colours only when stderr is a terminal, so log files
+/// stay plain; JSON never has colours. Lines that cannot be written (stderr
+/// closed) are dropped, never an error. Does nothing if a subscriber is
+/// already installed.
+pub fn init_with(filter: &str, format: LogFormat) {
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(env)
         .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(|| Stderr)
-        .try_init();
+        .with_writer(|| Stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Lets a repeated log line through at most once per interval and counts the

@@ -2,7 +2,9 @@
 //! reads from the running server.
 //!
 //! * `GET /v1/status`: devices (state, desired/reported per property, errors),
-//!   mappers and device-source errors, as JSON ([`StatusView`]).
+//!   mappers and device-source errors, as JSON ([`StatusView`]);
+//! * `GET /metrics`: the node's Prometheus metrics ([`crate::metrics`]), e.g.
+//!   `curl --unix-socket /etc/kubeedge/edgecore-dmi.admin.sock http://localhost/metrics`.
 //!
 //! Like the DMI sockets, the admin socket bounds what a peer can hold
 //! ([`AdminLimits`]): at most 16 connections at once (further ones wait in
@@ -197,6 +199,7 @@ pub async fn serve_with(
     };
     let router = axum::Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(crate::metrics::handler))
         .with_state(hub);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -205,7 +208,21 @@ pub async fn serve_with(
 }
 
 /// Fetches `/v1/status` from a running server.
+///
+/// # Errors
+/// When the socket cannot be reached, the server answers with an error
+/// status, or the body is not a [`StatusView`].
 pub async fn fetch_status(admin_socket: &Path) -> anyhow::Result<StatusView> {
+    let body = fetch(admin_socket, "/v1/status").await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Fetches `path` (such as `/metrics`) from a running server's admin socket.
+///
+/// # Errors
+/// When the socket cannot be reached or the server answers with an error
+/// status.
+pub async fn fetch(admin_socket: &Path, path: &str) -> anyhow::Result<axum::body::Bytes> {
     let stream = tokio::net::UnixStream::connect(admin_socket).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach edgecore-dmi at {}: {e} (is it running? use --admin-socket or --dmi-socket)",
@@ -216,15 +233,14 @@ pub async fn fetch_status(admin_socket: &Path) -> anyhow::Result<StatusView> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::get("/v1/status")
+    let req = hyper::Request::get(path)
         .header("host", "localhost")
         .body(http_body_util::Empty::<axum::body::Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
         anyhow::bail!("edgecore-dmi answered {}", resp.status());
     }
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(serde_json::from_slice(&body)?)
+    Ok(resp.into_body().collect().await?.to_bytes())
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! `edgecore-dmi devices`: a table (or JSON) of the running server's devices.
+//! `edgecore-dmi devices` and `edgecore-dmi mappers`: tables (or JSON) of the
+//! running server's devices and mappers, read from its admin socket.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::admin::fetch_status;
-use crate::views::StatusView;
+use crate::views::{DeviceView, StatusView};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -14,6 +15,40 @@ pub enum Output {
     Table,
     /// JSON for scripts.
     Json,
+}
+
+/// Which devices `edgecore-dmi devices` shows. An empty list lets every
+/// device through; a device must pass all three lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Device names: `name` (any namespace) or `namespace/name`.
+    pub devices: Vec<String>,
+    /// Protocol names (`spec.protocol.protocolName`, exact).
+    pub protocols: Vec<String>,
+    /// Last reported states, case-insensitive; `unknown` matches a device
+    /// that has not reported one.
+    pub states: Vec<String>,
+}
+
+impl DeviceFilter {
+    /// Whether `d` passes.
+    pub fn matches(&self, d: &DeviceView) -> bool {
+        let id = format!("{}/{}", d.namespace, d.name);
+        let state = d
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown");
+        (self.devices.is_empty() || self.devices.iter().any(|n| *n == d.name || *n == id))
+            && (self.protocols.is_empty() || self.protocols.contains(&d.protocol))
+            && (self.states.is_empty() || self.states.iter().any(|s| s.eq_ignore_ascii_case(state)))
+    }
+
+    /// `s` with only the devices that pass (mappers and source errors kept).
+    pub fn apply(&self, mut s: StatusView) -> StatusView {
+        s.devices.retain(|d| self.matches(d));
+        s
+    }
 }
 
 fn age(ms: Option<u64>) -> String {
@@ -98,11 +133,7 @@ pub fn render_table(s: &StatusView) -> String {
         out.push('\n');
         for (_, n) in notes.iter().filter(|(row, _)| *row == i) {
             // A note is one line whatever the text a peer put in it.
-            let one_line: String = n
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            out.push_str(&format!("    ! {one_line}\n"));
+            out.push_str(&format!("    ! {}\n", one_line(n)));
         }
     }
     if s.devices.is_empty() {
@@ -130,15 +161,99 @@ pub fn render_table(s: &StatusView) -> String {
     out
 }
 
-/// Prints once, or every `interval` with `watch`.
+/// Renders the mapper table: name, protocol, devices, last contact, state
+/// of the link, then the devices and models each one refused.
+pub fn render_mappers(s: &StatusView) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "MAPPER".into(),
+        "PROTOCOL".into(),
+        "DEVICES".into(),
+        "LAST CONTACT".into(),
+        "LINK".into(),
+    ]];
+    let mut notes: Vec<(usize, String)> = Vec::new();
+    for m in &s.mappers {
+        rows.push([
+            m.record.name.clone(),
+            m.record.protocol.clone(),
+            m.devices.to_string(),
+            m.last_contact.clone().unwrap_or_else(|| "-".into()),
+            match &m.last_error {
+                None => "ok".into(),
+                Some(_) => "unreachable".into(),
+            },
+        ]);
+        if let Some(e) = &m.last_error {
+            notes.push((rows.len() - 1, format!("unreachable: {e}")));
+        }
+        for r in &m.refusals {
+            notes.push((rows.len() - 1, format!("refused {r}")));
+        }
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        for (_, n) in notes.iter().filter(|(row, _)| *row == i) {
+            out.push_str(&format!("    ! {}\n", one_line(n)));
+        }
+    }
+    if s.mappers.is_empty() {
+        out.push_str("(no mappers registered)\n");
+    }
+    out
+}
+
+/// `text` with control characters (newlines a peer put in a message) as
+/// spaces, so a note stays on one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Prints the registered mappers once.
+///
+/// # Errors
+/// When the admin socket cannot be reached or stdout cannot be written.
+pub async fn mappers(admin_socket: &Path, output: Output) -> anyhow::Result<()> {
+    let status = fetch_status(admin_socket).await?;
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&status.mappers)?)?,
+        Output::Table => write!(stdout, "{}", render_mappers(&status))?,
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Prints the devices that pass `filter` once, or every `interval` with
+/// `watch`.
+///
+/// # Errors
+/// When the admin socket cannot be reached (without `watch`; with it the
+/// error is shown and the next refresh tries again) or stdout cannot be
+/// written.
 pub async fn devices(
     admin_socket: &Path,
     output: Output,
     watch: bool,
     interval: Duration,
+    filter: &DeviceFilter,
 ) -> anyhow::Result<()> {
     loop {
-        let status = fetch_status(admin_socket).await;
+        let status = fetch_status(admin_socket).await.map(|s| filter.apply(s));
         let mut stdout = std::io::stdout().lock();
         if watch {
             // Clear the screen and go home.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::hub::{Action, Hub};
+use crate::metrics::ActionResult;
 
 /// First delay after a mapper could not be reached.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -69,6 +70,7 @@ pub(crate) async fn run(
                     Ok(()) => {
                         timeouts = 0;
                         tracing::info!(mapper = %name, action = %describe(&action), "delivered");
+                        hub.metrics().action(action_name(&action), ActionResult::Ok);
                         hub.action_done(&name, &action);
                     }
                     Err(s) if is_timeout(&s) && timeouts == 0 => {
@@ -76,6 +78,8 @@ pub(crate) async fn run(
                         // (a mapper stuck on it), held back like a refusal,
                         // unless the next call times out too.
                         timeouts += 1;
+                        hub.metrics()
+                            .action(action_name(&action), ActionResult::Timeout);
                         tracing::warn!(
                             mapper = %name, action = %describe(&action), error = %s.message(),
                             "no answer in time; other devices go on, this one is offered again later"
@@ -88,11 +92,21 @@ pub(crate) async fn run(
                     }
                     Err(s) => match classify(&s) {
                         ErrorClass::Transport | ErrorClass::Throttled => {
+                            hub.metrics().action(
+                                action_name(&action),
+                                if is_timeout(&s) {
+                                    ActionResult::Timeout
+                                } else {
+                                    ActionResult::Transport
+                                },
+                            );
                             unreachable = Some(format!("{}: {}", describe(&action), s.message()));
                             break;
                         }
                         ErrorClass::Refused => {
                             timeouts = 0;
+                            hub.metrics()
+                                .action(action_name(&action), ActionResult::Refused);
                             tracing::warn!(
                                 mapper = %name, action = %describe(&action), code = ?s.code(),
                                 error = %s.message(), "mapper refused; other devices go on, this one is offered again later"
@@ -170,6 +184,18 @@ async fn call(
             })
             .await
             .map(|_| ()),
+    }
+}
+
+/// The `action` label of `dispatch_actions_total` ([`crate::metrics`]).
+fn action_name(a: &Action) -> &'static str {
+    match a {
+        Action::CreateModel(..) => "create_model",
+        Action::UpdateModel(..) => "update_model",
+        Action::RemoveModel(_) => "remove_model",
+        Action::Register(..) => "register_device",
+        Action::Update(..) => "update_device",
+        Action::Remove(_) => "remove_device",
     }
 }
 

@@ -18,7 +18,8 @@
 //! * keeps devices, models, mappers and the latest twins and state in an embedded
 //!   store (redb), serves from it right after a restart and re-dials the mappers
 //!   it knew;
-//! * answers `edgecore-dmi devices` through a local admin socket;
+//! * answers `edgecore-dmi devices` and `mappers` through a local admin socket,
+//!   which also serves Prometheus [`metrics`] at `/metrics`;
 //! * optionally bridges KubeEdge's `$hw/events/device/...` MQTT topics
 //!   ([`bridge`], `--mqtt-broker`): twin documents, deltas and states out,
 //!   desired values in.
@@ -56,11 +57,13 @@ pub mod hub;
 pub mod key;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub mod metrics;
 mod persist;
 pub mod records;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod validate;
 pub mod views;
 
 pub use app::SHUTDOWN_GRACE;

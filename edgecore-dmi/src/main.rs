@@ -25,6 +25,15 @@ struct Cli {
     /// Log filter (RUST_LOG also works).
     #[arg(long, global = true, default_value = "info", env = "EDGECORE_DMI_LOG")]
     log: String,
+    /// Log line format: `text` or `json` (one JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "EDGECORE_DMI_LOG_FORMAT"
+    )]
+    log_format: edge_rt::logging::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,6 +79,43 @@ enum Command {
         /// Output format.
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
+        /// Only these devices (`name` or `namespace/name`; repeat or
+        /// comma-separate for several).
+        #[arg(long, value_delimiter = ',')]
+        device: Vec<String>,
+        /// Only devices of these protocols.
+        #[arg(long, value_delimiter = ',')]
+        protocol: Vec<String>,
+        /// Only devices in these states (`online`, `offline`, ...; `unknown`
+        /// for devices that have not reported one).
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+    },
+    /// Show the registered mappers: protocol, devices, last contact, refusals.
+    Mappers {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Check Device/DeviceModel YAML files offline with the rules of the
+    /// loader and the cloud controller; prints `file:line:col: message` per
+    /// problem and exits 1 when there is an error (2 when a file cannot be
+    /// read).
+    Validate {
+        /// Files or directories (their `*.yaml`/`*.yml` files) to check
+        /// together: devices are checked against the models found in them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Treat warnings (unknown configData keys) as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell), e.g. `edgecore-dmi completions bash >
+    /// /etc/bash_completion.d/edgecore-dmi`.
+    Completions {
+        /// The shell.
+        shell: edge_rt::cli::Shell,
     },
 }
 
@@ -135,7 +181,22 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             watch,
             interval,
             output,
-        }) => edgecore_dmi::cli::devices(&cfg.admin_socket, output, watch, interval).await,
+            device,
+            protocol,
+            state,
+        }) => {
+            let filter = edgecore_dmi::cli::DeviceFilter {
+                devices: device,
+                protocols: protocol,
+                states: state,
+            };
+            edgecore_dmi::cli::devices(&cfg.admin_socket, output, watch, interval, &filter).await
+        }
+        Some(Command::Mappers { output }) => {
+            edgecore_dmi::cli::mappers(&cfg.admin_socket, output).await
+        }
+        // Both run in `main`, before the runtime starts.
+        Some(Command::Validate { .. } | Command::Completions { .. }) => Ok(()),
         None | Some(Command::Serve { .. }) => {
             let shutdown = CancellationToken::new();
             let signal = shutdown.clone();
@@ -151,7 +212,17 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    edge_rt::logging::init(&cli.log);
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            edge_rt::cli::print_completions::<Cli>(*shell, "edgecore-dmi");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Validate { files, strict }) => {
+            return edgecore_dmi::validate::main(files, *strict);
+        }
+        _ => {}
+    }
+    edge_rt::logging::init_with(&cli.log, cli.log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

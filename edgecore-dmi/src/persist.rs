@@ -90,6 +90,7 @@ pub(crate) async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    hub.metrics().set_store_bytes(store.file_bytes());
     loop {
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
@@ -100,7 +101,7 @@ pub(crate) async fn run(
         if !ops.is_empty() {
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.apply(&ops)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => hub.metrics().set_store_bytes(store.file_bytes()),
                 Ok(Err(e)) => tracing::error!(error = %e, "store write failed"),
                 Err(e) => tracing::error!(error = %e, "store writer panicked"),
             }

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::hub::{Hub, ReportError};
 use crate::key::ObjectKey;
+use crate::metrics::ReportKind;
 use crate::records::MapperRecord;
 
 pub use dmi_proto::rules::ALLOWED_STATES;
@@ -98,13 +99,22 @@ fn report_status(e: ReportError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl DeviceManagerService for ManagerService {
-    async fn mapper_register(
+/// The `reason` label of a rejected report ([`crate::metrics`]).
+fn rejection(e: &ReportError) -> &'static str {
+    match e {
+        ReportError::UnknownDevice(_) => "unknown_device",
+        ReportError::UndeclaredProperties { .. } => "undeclared_property",
+        ReportError::Metadata { .. } => "metadata",
+    }
+}
+
+impl ManagerService {
+    /// `MapperRegister`: checks the mapper's record, admits it, and answers
+    /// with its devices and models when it asks for them.
+    fn register(
         &self,
-        req: Request<pb::MapperRegisterRequest>,
+        req: pb::MapperRegisterRequest,
     ) -> Result<Response<pb::MapperRegisterResponse>, Status> {
-        let req = req.into_inner();
         let m = req
             .mapper
             .ok_or_else(|| Status::invalid_argument("MapperRegister without mapper info"))?;
@@ -160,6 +170,18 @@ impl DeviceManagerService for ManagerService {
             device_list,
         }))
     }
+}
+
+#[tonic::async_trait]
+impl DeviceManagerService for ManagerService {
+    async fn mapper_register(
+        &self,
+        req: Request<pb::MapperRegisterRequest>,
+    ) -> Result<Response<pb::MapperRegisterResponse>, Status> {
+        let res = self.register(req.into_inner());
+        self.hub.metrics().registration(res.is_ok());
+        res
+    }
 
     async fn report_device_status(
         &self,
@@ -181,10 +203,17 @@ impl DeviceManagerService for ManagerService {
         for t in &twins {
             validate_twin(t).map_err(|e| {
                 tracing::warn!(device = %k, "refused report: {e}");
+                self.hub
+                    .metrics()
+                    .report(ReportKind::Twins, Some("invalid"));
                 Status::invalid_argument(format!("device {k}: {e}"))
             })?;
         }
-        self.hub.report_twins(k, twins).map_err(report_status)?;
+        let res = self.hub.report_twins(k, twins);
+        self.hub
+            .metrics()
+            .report(ReportKind::Twins, res.as_ref().err().map(rejection));
+        res.map_err(report_status)?;
         Ok(Response::new(pb::ReportDeviceStatusResponse {}))
     }
 
@@ -202,13 +231,20 @@ impl DeviceManagerService for ManagerService {
         let state = r.state.to_ascii_lowercase();
         if !ALLOWED_STATES.contains(&state.as_str()) {
             tracing::warn!(device = %k, state = %r.state, "refused state report");
+            self.hub
+                .metrics()
+                .report(ReportKind::State, Some("invalid"));
             return Err(Status::invalid_argument(format!(
                 "device {k}: state `{}` is not one of {}",
                 r.state,
                 ALLOWED_STATES.join(", ")
             )));
         }
-        self.hub.report_state(k, state).map_err(report_status)?;
+        let res = self.hub.report_state(k, state);
+        self.hub
+            .metrics()
+            .report(ReportKind::State, res.as_ref().err().map(rejection));
+        res.map_err(report_status)?;
         Ok(Response::new(pb::ReportDeviceStatesResponse {}))
     }
 }

@@ -98,6 +98,11 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl Store {
+    /// Size of the store file, bytes (0 when it cannot be read).
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Opens the store at `path` and reads every table once to prove it is
     /// sound. A store another process holds is an error ([`StoreError::InUse`]);
     /// a damaged one (it fails to open or to read, or redb panics on it) is

@@ -71,6 +71,15 @@ pub struct MapperView {
     pub devices: usize,
     /// Last error talking to it.
     pub last_error: Option<String>,
+    /// When it last registered, answered a call or reported for one of its
+    /// devices (RFC 3339); `None` when it has not since edgecore-dmi started
+    /// (a record restored from the store).
+    #[serde(default)]
+    pub last_contact: Option<String>,
+    /// Devices and models it refused and that are held back, each
+    /// `Device ns/name: reason` or `DeviceModel ns/name: reason`.
+    #[serde(default)]
+    pub refusals: Vec<String>,
 }
 
 /// Everything the admin API serves at `/v1/status`.

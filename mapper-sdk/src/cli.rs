@@ -21,7 +21,19 @@ pub fn init_tracing(filter: &str) {
 pub fn main(protocol: &str, driver: impl Driver) -> ExitCode {
     use clap::Parser;
     let flags = Flags::parse();
-    init_tracing(&flags.log);
+    if let Some(shell) = flags.completions {
+        let bin = std::env::args_os()
+            .next()
+            .and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| format!("mapper-{protocol}"));
+        edge_rt::cli::print_completions::<Flags>(shell, &bin);
+        return ExitCode::SUCCESS;
+    }
+    edge_rt::logging::init_with(&flags.log, flags.log_format);
     let config = match MapperConfig::load(protocol, &flags) {
         Ok(c) => c,
         Err(e) => {

@@ -148,6 +148,13 @@ pub struct Flags {
     /// Log filter, e.g. `info` or `mapper_sdk=debug` (RUST_LOG also works).
     #[arg(long, env = "MAPPER_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` or `json` (one JSON object per line).
+    #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: edge_rt::logging::LogFormat,
+    /// Print the completion script for this shell (bash, zsh, fish,
+    /// elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<edge_rt::cli::Shell>,
 }
 
 /// Resolved mapper configuration, passed by value into [`crate::Mapper`].

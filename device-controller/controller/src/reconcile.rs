@@ -2,8 +2,6 @@
 //! should be, which devices reference a model, what a model's status says. The
 //! controller applies them; tests exercise them without any API server.
 
-use std::collections::HashSet;
-
 use device_crds::{Condition, Device, DeviceModel, MetaExt, NODE_LABEL};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -25,97 +23,50 @@ pub struct DeviceCheck {
     pub message: String,
 }
 
-/// Checks a desired value against a model property with the rules the mappers
-/// apply ([`edge_rt::desired`]), so a device the controller calls valid is one
-/// the mappers accept. A model type KubeEdge does not define is not checked
-/// here (the mapper reports it).
+/// Checks a desired value against a model property; see
+/// [`device_crds::check::check_desired`].
+///
+/// # Errors
+/// As that function.
 pub fn check_desired(p: &device_crds::ModelProperty, value: &str) -> Result<(), String> {
-    use edge_rt::desired::DesiredError as E;
-    let name = &p.name;
-    match edge_rt::desired::check_text(&p.type_, &p.access_mode, &p.minimum, &p.maximum, value) {
-        Ok(_) | Err(E::UnknownType(_)) => Ok(()),
-        Err(E::ReadOnly) => Err(format!(
-            "property `{name}` is {} but has a desired value",
-            if p.access_mode.is_empty() {
-                "ReadOnly"
-            } else {
-                &p.access_mode
-            }
-        )),
-        Err(E::NotInteger(v)) => Err(format!("desired `{v}` of `{name}` is not an integer")),
-        Err(E::NotNumber(v)) => Err(format!("desired `{v}` of `{name}` is not a number")),
-        Err(E::NotBoolean(v)) => Err(format!("desired `{v}` of `{name}` is not a boolean")),
-        Err(E::BelowMinimum { value, minimum }) => Err(format!(
-            "desired {value} of `{name}` is below the minimum {minimum}"
-        )),
-        Err(E::AboveMaximum { value, maximum }) => Err(format!(
-            "desired {value} of `{name}` is above the maximum {maximum}"
-        )),
-    }
+    device_crds::check::check_desired(p, value)
 }
 
-/// Checks a Device against its model (`None`: not found in the namespace).
+/// Checks a Device against its model (`None`: not found in the namespace)
+/// with [`device_crds::check::device_against_model`], the rules
+/// `edgecore-dmi validate` applies too. A model being deleted counts as
+/// not found.
 pub fn check_device(dev: &Device, model: Option<&DeviceModel>) -> DeviceCheck {
-    let ns = dev.metadata.namespace_or_default();
-    let Some(model_name) = dev.spec.model_name() else {
-        return DeviceCheck {
+    use device_crds::check::{ModelCheck, device_against_model};
+    let model = model.filter(|m| m.metadata.deletion_timestamp.is_none());
+    match device_against_model(dev, model) {
+        ModelCheck::NoModelRef => DeviceCheck {
             ready: false,
             reason: "Invalid",
             message: "spec.deviceModelRef.name is empty".into(),
-        };
-    };
-    let Some(model) = model.filter(|m| m.metadata.deletion_timestamp.is_none()) else {
-        return DeviceCheck {
+        },
+        ModelCheck::ModelNotFound(id) => DeviceCheck {
             ready: false,
             reason: "ModelNotFound",
-            message: format!("DeviceModel {ns}/{model_name} does not exist"),
-        };
-    };
-    let mut problems = Vec::new();
-    if dev.spec.protocol_name().is_none() && model.spec.protocol.is_empty() {
-        problems.push(
-            "neither spec.protocol.protocolName nor the model's spec.protocol is set".to_owned(),
-        );
-    }
-    let mut seen = HashSet::new();
-    for p in &dev.spec.properties {
-        if !seen.insert(p.name.as_str()) {
-            problems.push(format!("property `{}` is listed twice", p.name));
-            continue;
-        }
-        let Some(mp) = model.spec.properties.iter().find(|m| m.name == p.name) else {
-            problems.push(format!(
-                "property `{}` is not in DeviceModel {model_name}",
-                p.name
-            ));
-            continue;
-        };
-        if let Some(d) = p.desired.as_ref().filter(|d| !d.value.is_empty())
-            && let Err(e) = check_desired(mp, &d.value)
-        {
-            problems.push(e);
-        }
-        for (what, v) in [
-            ("collectCycle", p.collect_cycle),
-            ("reportCycle", p.report_cycle),
-        ] {
-            if v.is_some_and(|v| v < 0) {
-                problems.push(format!("property `{}`: {what} is negative", p.name));
-            }
-        }
-    }
-    if problems.is_empty() {
-        DeviceCheck {
+            message: format!("DeviceModel {id} does not exist"),
+        },
+        ModelCheck::Checked(problems) if problems.is_empty() => DeviceCheck {
             ready: true,
             reason: "Valid",
-            message: format!("matches DeviceModel {model_name}"),
-        }
-    } else {
-        DeviceCheck {
+            message: format!(
+                "matches DeviceModel {}",
+                dev.spec.model_name().unwrap_or_default()
+            ),
+        },
+        ModelCheck::Checked(problems) => DeviceCheck {
             ready: false,
             reason: "Invalid",
-            message: problems.join("; "),
-        }
+            message: problems
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
     }
 }
 

@@ -44,6 +44,9 @@ pub(super) struct MapperLink {
     pub(super) last_error: Option<String>,
     /// Since when it has been unreachable without a break.
     pub(super) unreachable_since: Option<Instant>,
+    /// When it last registered, answered a call or reported for one of its
+    /// devices, ms since the epoch.
+    pub(super) last_contact_ms: Option<u64>,
 }
 
 /// Most mapper records kept. A node runs one mapper per protocol, a few at
@@ -110,6 +113,9 @@ impl Hub {
             link.record = record.clone();
             link.last_error = None;
             link.unreachable_since = None;
+            if registered {
+                link.last_contact_ms = Some(super::twins::now_ms());
+            }
             let kick = link.kick.clone();
             st.dirty.insert(Dirty::Mapper(record.name));
             return kick;
@@ -129,6 +135,7 @@ impl Hub {
             refused_models: HashMap::new(),
             last_error: None,
             unreachable_since: None,
+            last_contact_ms: registered.then(super::twins::now_ms),
         };
         st.mappers.insert(name.clone(), link);
         if registered {

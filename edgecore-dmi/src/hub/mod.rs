@@ -89,6 +89,8 @@ pub struct Hub {
     on_new_mapper: NewMapperHook,
     /// Accepted reports, for observers ([`Hub::subscribe_changes`]).
     changes: broadcast::Sender<Change>,
+    /// Counters of `/metrics`.
+    metrics: crate::metrics::NodeMetrics,
 }
 
 impl std::fmt::Debug for Hub {
@@ -116,7 +118,45 @@ impl Hub {
             channel_opts,
             on_new_mapper,
             changes: broadcast::channel(CHANGE_QUEUE).0,
+            metrics: crate::metrics::NodeMetrics::default(),
         }
+    }
+
+    /// The node's counters ([`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.metrics
+    }
+
+    /// The gauges of [`crate::metrics`] now.
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        let st = self.lock();
+        let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+        for k in st.devices.keys() {
+            let state = st
+                .twins
+                .get(k)
+                .and_then(|t| t.state.as_deref())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown");
+            *by_state.entry(state.to_owned()).or_default() += 1;
+        }
+        crate::metrics::Gauges {
+            devices: st.devices.len(),
+            models: st.models.len(),
+            by_state: by_state.into_iter().collect(),
+            mappers: st.mappers.len(),
+            mappers_unreachable: st
+                .mappers
+                .values()
+                .filter(|l| l.unreachable_since.is_some())
+                .count(),
+            status_queue: st.status_dirty.len(),
+        }
+    }
+
+    /// The `/metrics` text: counters and the gauges now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.gauges())
     }
 
     /// The state. A panic while the lock was held (a bug) does not take the

@@ -46,6 +46,7 @@ fn answered<'a>(
     let link = st.mappers.get_mut(name)?;
     link.last_error = None;
     link.unreachable_since = None;
+    link.last_contact_ms = Some(super::twins::now_ms());
     Some(link)
 }
 

@@ -183,6 +183,11 @@ impl Hub {
                 .collect(),
         });
         st.status_dirty.insert(k.clone());
+        for link in st.mappers.values_mut() {
+            if link.sent_devices.contains_key(&k) {
+                link.last_contact_ms = Some(now);
+            }
+        }
         st.dirty.insert(Dirty::Twins(k));
         drop(st);
         if let Some(c) = change {

@@ -30,6 +30,17 @@ impl Hub {
                 record: l.record.clone(),
                 devices: l.sent_devices.len(),
                 last_error: l.last_error.clone(),
+                last_contact: l.last_contact_ms.map(rfc3339_ms),
+                refusals: l
+                    .refused_models
+                    .iter()
+                    .map(|(k, r)| format!("DeviceModel {k}: {}", r.reason))
+                    .chain(
+                        l.refused_devices
+                            .iter()
+                            .map(|(k, r)| format!("Device {k}: {}", r.reason)),
+                    )
+                    .collect(),
             })
             .collect();
         StatusView {
@@ -38,6 +49,12 @@ impl Hub {
             source_errors: st.source_errors.clone(),
         }
     }
+}
+
+/// `ms` since the epoch as RFC 3339 (seconds).
+fn rfc3339_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// The view of device `k`; `now` is ms since the epoch.

@@ -126,6 +126,7 @@ impl StatusWriter {
                 };
                 match self.write(&key, &status_patch(&state)).await {
                     Ok(()) => {
+                        self.hub.metrics().status_patch("ok");
                         if failing {
                             tracing::info!(
                                 "status write-back works again; flushing the latest values"
@@ -136,10 +137,12 @@ impl StatusWriter {
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => {
                         // The DeviceStatus (or Device) is not there yet; try again later.
+                        self.hub.metrics().status_patch("not_found");
                         tracing::debug!(device = %key, "status target not found yet");
                         self.hub.mark_status_dirty([key]);
                     }
                     Err(e) => {
+                        self.hub.metrics().status_patch("failed");
                         if !failing {
                             tracing::warn!(device = %key, error = %e, "status write failed; keeping the latest values until the API server answers");
                             failing = true;

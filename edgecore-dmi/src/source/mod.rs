@@ -11,7 +11,7 @@
 
 mod dir;
 mod limits;
-mod parse;
+pub(crate) mod parse;
 mod read;
 
 pub use dir::DirectorySource;

@@ -96,166 +96,206 @@ fn check_limits(origin: &str, first_line: usize, doc: &str) -> Result<(), String
     Ok(())
 }
 
+/// One document of a file, parsed but not yet checked against the rules of
+/// [`device_crds::check`].
+#[derive(Debug)]
+pub(crate) enum Document {
+    /// Not a Device or DeviceModel (skipped).
+    Other,
+    /// A Device.
+    Device(Box<Device>),
+    /// A DeviceModel.
+    Model(Box<DeviceModel>),
+    /// Cannot be read: `message` is `file:line[:col]: ...`; `object` is
+    /// `(kind, namespace/name)` when it could be identified.
+    Failed {
+        /// The located message.
+        message: String,
+        /// What failed, if known.
+        object: Option<(String, String)>,
+    },
+}
+
+/// A document's `kind` and `namespace/name` (namespace `default` when unset).
+pub(crate) fn identity(kind: &str, d: &Document) -> Option<(String, String)> {
+    use device_crds::MetaExt;
+    match d {
+        Document::Device(x) => Some((
+            kind.into(),
+            format!(
+                "{}/{}",
+                x.metadata.namespace_or_default(),
+                x.metadata.name_str()
+            ),
+        )),
+        Document::Model(x) => Some((
+            kind.into(),
+            format!(
+                "{}/{}",
+                x.metadata.namespace_or_default(),
+                x.metadata.name_str()
+            ),
+        )),
+        Document::Failed { object, .. } => object.clone(),
+        Document::Other => None,
+    }
+}
+
+/// Splits `text` into documents and parses each (limits, apiVersion, name,
+/// the typed CRD), returning `(first line, document text, result)` per
+/// document; or the file-level error when `text` is over [`MAX_FILE_BYTES`].
+pub(crate) fn parse_documents(
+    origin: &str,
+    text: &str,
+) -> Result<Vec<(usize, String, Document)>, String> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{origin}: the file is {} bytes; the limit is {MAX_FILE_BYTES} bytes (4 MiB)",
+            text.len()
+        ));
+    }
+    Ok(documents(text)
+        .into_iter()
+        .map(|(line, doc)| {
+            let parsed = parse_document(origin, line, &doc);
+            (line, doc, parsed)
+        })
+        .collect())
+}
+
+fn parse_document(origin: &str, line: usize, doc: &str) -> Document {
+    if let Err(message) = check_limits(origin, line, doc) {
+        return Document::Failed {
+            message,
+            object: None,
+        };
+    }
+    let head: yaml_serde::Value = match yaml_serde::from_str(doc) {
+        Ok(v) => v,
+        Err(e) => {
+            return Document::Failed {
+                message: located(origin, line, &e),
+                object: None,
+            };
+        }
+    };
+    let field = |k: &str| {
+        head.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let kind = field("kind");
+    let api = field("apiVersion");
+    let meta = |k: &str| {
+        head.get("metadata")
+            .and_then(|m| m.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let name = meta("name");
+    let ns = meta("namespace");
+    let id = format!("{}/{name}", if ns.is_empty() { "default" } else { &ns });
+    if kind != "Device" && kind != "DeviceModel" {
+        tracing::info!(file = %origin, line, kind = %kind, "skipping document that is not a Device or DeviceModel");
+        return Document::Other;
+    }
+    let fail = |message: String| Document::Failed {
+        message,
+        object: (!name.is_empty()).then(|| (kind.clone(), id.clone())),
+    };
+    if api != API_VERSION {
+        return fail(format!(
+            "{origin}:{line}: {kind} {id}: apiVersion `{api}` is not supported; use {API_VERSION}"
+        ));
+    }
+    if name.is_empty() {
+        return fail(format!("{origin}:{line}: {kind} has no metadata.name"));
+    }
+    if kind == "Device" {
+        match yaml_serde::from_str::<Device>(doc) {
+            Ok(mut crd) => {
+                // Thousands of devices stay in memory: no spare capacity.
+                crd.spec.properties.shrink_to_fit();
+                Document::Device(Box::new(crd))
+            }
+            Err(e) => fail(format!("{} (Device {id})", located(origin, line, &e))),
+        }
+    } else {
+        match yaml_serde::from_str::<DeviceModel>(doc) {
+            Ok(crd) => Document::Model(Box::new(crd)),
+            Err(e) => fail(format!("{} (DeviceModel {id})", located(origin, line, &e))),
+        }
+    }
+}
+
 /// Parses one file's text. `origin` names it in messages.
 ///
 /// Text over [`MAX_FILE_BYTES`] yields only an error; a document nested deeper
 /// than [`MAX_DEPTH`] or expanding through aliases to more nodes than it has
-/// bytes (at least 100 000) yields an error for that document.
+/// bytes (at least 100 000) yields an error for that document. A Device or
+/// DeviceModel that breaks a rule of [`device_crds::check`] is an error too
+/// (the first rule it breaks is named).
 pub fn parse_file(origin: &str, text: &str) -> ParsedFile {
     let mut out = ParsedFile::default();
-    if text.len() > MAX_FILE_BYTES {
-        out.errors.push(format!(
-            "{origin}: the file is {} bytes; the limit is {MAX_FILE_BYTES} bytes (4 MiB)",
-            text.len()
-        ));
-        return out;
-    }
-    for (line, doc) in documents(text) {
-        if let Err(e) = check_limits(origin, line, &doc) {
+    let docs = match parse_documents(origin, text) {
+        Ok(d) => d,
+        Err(e) => {
             out.errors.push(e);
-            continue;
+            return out;
         }
-        let head: yaml_serde::Value = match yaml_serde::from_str(&doc) {
-            Ok(v) => v,
-            Err(e) => {
-                out.errors.push(located(origin, line, &e));
-                continue;
+    };
+    for (line, _, doc) in docs {
+        let checked = match &doc {
+            Document::Device(d) => check_device(d).map_err(|e| ("Device", e)),
+            Document::Model(m) => check_model(m).map_err(|e| ("DeviceModel", e)),
+            _ => Ok(()),
+        };
+        if let Err((kind, e)) = checked {
+            if let Some(obj) = identity(kind, &doc) {
+                out.errors
+                    .push(format!("{origin}:{line}: {kind} {}: {e}", obj.1));
+                out.failed_objects.push(obj);
             }
-        };
-        let field = |k: &str| {
-            head.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let kind = field("kind");
-        let api = field("apiVersion");
-        let meta = |k: &str| {
-            head.get("metadata")
-                .and_then(|m| m.get(k))
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let name = meta("name");
-        let ns = meta("namespace");
-        let id = format!("{}/{name}", if ns.is_empty() { "default" } else { &ns });
-        if kind != "Device" && kind != "DeviceModel" {
-            tracing::info!(file = %origin, line, kind = %kind, "skipping document that is not a Device or DeviceModel");
             continue;
         }
-        let fail = |out: &mut ParsedFile, msg: String| {
-            out.errors.push(msg);
-            if !name.is_empty() {
-                out.failed_objects.push((kind.clone(), id.clone()));
-            }
-        };
-        if api != API_VERSION {
-            fail(
-                &mut out,
-                format!(
-                    "{origin}:{line}: {kind} {id}: apiVersion `{api}` is not supported; use {API_VERSION}"
-                ),
-            );
-            continue;
-        }
-        if name.is_empty() {
-            fail(
-                &mut out,
-                format!("{origin}:{line}: {kind} has no metadata.name"),
-            );
-            continue;
-        }
-        if kind == "Device" {
-            match yaml_serde::from_str::<Device>(&doc) {
-                Ok(mut crd) => match check_device(&crd) {
-                    Ok(()) => out.devices.push(StoredDevice {
-                        crd: {
-                            // Thousands of devices stay in memory: no spare capacity.
-                            crd.spec.properties.shrink_to_fit();
-                            crd
-                        },
-                        origin: origin.to_owned(),
-                    }),
-                    Err(e) => fail(&mut out, format!("{origin}:{line}: Device {id}: {e}")),
-                },
-                Err(e) => fail(
-                    &mut out,
-                    format!("{} (Device {id})", located(origin, line, &e)),
-                ),
-            }
-        } else {
-            match yaml_serde::from_str::<DeviceModel>(&doc) {
-                Ok(crd) => match check_model(&crd) {
-                    Ok(()) => out.models.push(StoredModel {
-                        crd,
-                        origin: origin.to_owned(),
-                    }),
-                    Err(e) => fail(&mut out, format!("{origin}:{line}: DeviceModel {id}: {e}")),
-                },
-                Err(e) => fail(
-                    &mut out,
-                    format!("{} (DeviceModel {id})", located(origin, line, &e)),
-                ),
+        match doc {
+            Document::Other => {}
+            Document::Device(crd) => out.devices.push(StoredDevice {
+                crd: *crd,
+                origin: origin.to_owned(),
+            }),
+            Document::Model(crd) => out.models.push(StoredModel {
+                crd: *crd,
+                origin: origin.to_owned(),
+            }),
+            Document::Failed { message, object } => {
+                out.errors.push(message);
+                out.failed_objects.extend(object);
             }
         }
     }
     out
 }
 
-fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String> {
-    let mut seen = std::collections::HashSet::new();
-    for n in names {
-        if n.is_empty() {
-            return Err("a property has an empty name".into());
-        }
-        if !seen.insert(n) {
-            return Err(format!("property `{n}` is listed twice"));
-        }
+/// The first error of the shared rules ([`device_crds::check`]).
+fn first_error(problems: Vec<device_crds::check::Problem>) -> Result<(), String> {
+    match problems
+        .into_iter()
+        .find(|p| p.severity == device_crds::check::Severity::Error)
+    {
+        Some(p) => Err(p.message),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn check_device(d: &Device) -> Result<(), String> {
-    check_unique(d.spec.properties.iter().map(|p| p.name.as_str()))?;
-    for p in &d.spec.properties {
-        for (what, v) in [
-            ("collectCycle", p.collect_cycle),
-            ("reportCycle", p.report_cycle),
-        ] {
-            if v.is_some_and(|v| v < 0) {
-                return Err(format!("property {}: {what} must not be negative", p.name));
-            }
-        }
-    }
-    Ok(())
+    first_error(device_crds::check::device_problems(d))
 }
 
 fn check_model(m: &DeviceModel) -> Result<(), String> {
-    check_unique(m.spec.properties.iter().map(|p| p.name.as_str()))?;
-    for p in &m.spec.properties {
-        if !device_crds::PROPERTY_TYPES.contains(&p.type_.to_ascii_uppercase().as_str()) {
-            return Err(format!(
-                "property {}: type `{}` is not one of {}",
-                p.name,
-                p.type_,
-                device_crds::PROPERTY_TYPES.join(", ")
-            ));
-        }
-        if !p.access_mode.is_empty() && !device_crds::ACCESS_MODES.contains(&p.access_mode.as_str())
-        {
-            return Err(format!(
-                "property {}: accessMode `{}` is not ReadWrite or ReadOnly",
-                p.name, p.access_mode
-            ));
-        }
-        for (what, v) in [("minimum", &p.minimum), ("maximum", &p.maximum)] {
-            if !v.is_empty() && v.trim().parse::<f64>().is_err() {
-                return Err(format!("property {}: {what} `{v}` is not a number", p.name));
-            }
-        }
-    }
-    Ok(())
+    first_error(device_crds::check::model_problems(m))
 }
 
 #[cfg(test)]
