@@ -185,3 +185,49 @@ fn mapper_daemonset_template_is_usable() {
     );
     assert_eq!(cfg.protocol, "modbus");
 }
+
+/// Metric names (`edgecore_dmi_*`, `mapper_*`) written in backticks in the
+/// metric tables of a source file's module docs.
+fn documented_metrics(path: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("//! | `")) {
+        let name = line["//! | `".len()..].split('`').next().unwrap();
+        let name = name.strip_suffix("_total").unwrap_or(name);
+        out.insert(format!("{prefix}{}", name.trim_start_matches(prefix)));
+    }
+    out
+}
+
+#[test]
+fn grafana_dashboard_uses_only_metrics_that_exist() {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana-dashboard.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let mut known = documented_metrics("edgecore-dmi/src/metrics.rs", "edgecore_dmi_");
+    known.extend(documented_metrics("mapper-sdk/src/metrics.rs", ""));
+    assert!(
+        known.contains("edgecore_dmi_devices") && known.contains("mapper_reads"),
+        "{known:?}"
+    );
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for e in &exprs {
+        let names: Vec<&str> = e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("edgecore_dmi_") || w.starts_with("mapper_"))
+            .collect();
+        assert!(!names.is_empty(), "no metric in `{e}`");
+        for n in names {
+            let base = n.strip_suffix("_total").unwrap_or(n);
+            assert!(
+                known.contains(base),
+                "`{n}` in `{e}` is not a documented metric"
+            );
+        }
+    }
+}

@@ -15,7 +15,7 @@
 //! | `reports_total` | counter | `kind` (`twins`, `state`), `result` (`accepted`, `rejected`), `reason` | `ReportDeviceStatus` / `ReportDeviceStates` calls; `reason` is empty when accepted, else `invalid`, `unknown_device`, `undeclared_property` or `metadata` |
 //! | `dispatch_actions_total` | counter | `action` (`create_model`, `update_model`, `remove_model`, `register_device`, `update_device`, `remove_device`), `result` (`ok`, `refused`, `timeout`, `transport`) | calls to mappers |
 //! | `store_bytes` | gauge | | size of the embedded store file |
-//! | `status_queue` | gauge | | devices whose status waits to be written back to Kubernetes |
+//! | `status_queue` | gauge | | devices whose status waits to be written back to Kubernetes (drained only with the kubernetes source) |
 //! | `status_patches_total` | counter | `result` (`ok`, `not_found`, `failed`) | status patches sent to the API server |
 //!
 //! `deploy/grafana-dashboard.json` is a Grafana dashboard of these series.
