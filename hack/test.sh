@@ -43,6 +43,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+log "templates/mapper: rendered with cargo-generate, the generated crates' tests and clippy (hack/check-template.sh)"
+bash hack/check-template.sh
 log "benchmark suite, quick and on debug builds (checks that it runs; numbers are not judged)"
 cargo run --locked --quiet -p dmi-bench --bin bench-suite -- --quick
 log "criterion micro-benchmarks, one iteration each"
