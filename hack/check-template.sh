@@ -8,9 +8,9 @@
 #   KEEP_TEMPLATE_OUTPUT=1 bash hack/check-template.sh   # keep the rendered crates
 #
 # The generated crates get this workspace's Cargo.lock (the same dependency
-# versions) and build in target/template (CARGO_TARGET_DIR; shared by both
-# variants and kept between runs, so only the first run compiles the
-# dependencies).
+# versions) and build in the workspace's own target directory (or
+# TEMPLATE_TARGET_DIR), so the dependencies the workspace build already
+# compiled are reused and only the generated crate itself is new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,7 +23,7 @@ fail() {
 
 bash hack/install-cargo-generate.sh || fail "cargo-generate could not be installed (hack/install-cargo-generate.sh)"
 export PATH="$ROOT/target/test-env/bin:$PATH"
-export CARGO_TARGET_DIR="$ROOT/target/template"
+export CARGO_TARGET_DIR="${TEMPLATE_TARGET_DIR:-$ROOT/target}"
 # cargo-generate fills its `authors` placeholder from $USER (or git config)
 # and refuses to run when it finds neither, as in some CI containers.
 export USER="${USER:-$(id -un 2>/dev/null || echo ci)}"
