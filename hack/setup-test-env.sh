@@ -39,8 +39,20 @@ VENV=target/test-env/venv
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import grpc, grpc_tools, pymodbus, serial' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import grpc, grpc_tools, pymodbus, serial, asyncua' >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    'grpcio>=1.60,<2' 'grpcio-tools>=1.60,<2' 'pymodbus>=3.10,<3.17' 'pyserial>=3.5,<4'
+    'grpcio>=1.60,<2' 'grpcio-tools>=1.60,<2' 'pymodbus>=3.10,<3.17' 'pyserial>=3.5,<4' 'asyncua>=2.1,<3'
+fi
+# Dashboard browser test (tests/dashboard.rs): Debian's Chromium, driven by
+# playwright-core (version pinned in tests/browser/package-lock.json; it
+# downloads no browser) installed into target/test-env/node with npm.
+apt_install chromium
+if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+NODE_ENV_DIR=target/test-env/node
+if ! cmp -s tests/browser/package-lock.json "$NODE_ENV_DIR/package-lock.json" \
+  || [ ! -f "$NODE_ENV_DIR/node_modules/playwright-core/package.json" ]; then
+  mkdir -p "$NODE_ENV_DIR"
+  cp tests/browser/package.json tests/browser/package-lock.json "$NODE_ENV_DIR/"
+  (cd "$NODE_ENV_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "test environment ready ($VENV)"

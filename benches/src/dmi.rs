@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmi_proto::v1beta1 as pb;
@@ -312,15 +311,14 @@ pub(crate) async fn null_server_main(socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// edgecore-dmi RSS with `devices` devices stored and `mappers` mappers registered.
-pub(crate) async fn edgecore_memory(devices: usize, mappers: usize) -> anyhow::Result<(f64, f64)> {
-    let dir = tempfile::tempdir()?;
-    devices_yaml(&dir.path().join("devices"), devices, mappers)?;
-    let ec = EdgeCore::start(dir.path(), devices).await?;
-    let before = rss_mib(ec.pid());
-    let client = Arc::new(tokio::sync::Mutex::new(DeviceManagerServiceClient::new(
-        dmi_proto::transport::channel(&ec.socket, Default::default()),
-    )));
+/// Registers `mappers` mappers `bench-mapper-M` for protocols `bench-M`, at
+/// sockets `dir/mM.sock`, through `client`.
+pub(crate) async fn register_mappers(
+    client: &mut DeviceManagerServiceClient<tonic::transport::Channel>,
+    dir: &Path,
+    mappers: usize,
+    with_data: bool,
+) -> anyhow::Result<()> {
     for m in 0..mappers {
         let info = pb::MapperInfo {
             name: format!("bench-mapper-{m}"),
@@ -328,7 +326,6 @@ pub(crate) async fn edgecore_memory(devices: usize, mappers: usize) -> anyhow::R
             api_version: "v1beta1".into(),
             protocol: format!("bench-{m}"),
             address: dir
-                .path()
                 .join(format!("m{m}.sock"))
                 .display()
                 .to_string()
@@ -336,14 +333,26 @@ pub(crate) async fn edgecore_memory(devices: usize, mappers: usize) -> anyhow::R
             state: "ok".into(),
         };
         client
-            .lock()
-            .await
             .mapper_register(pb::MapperRegisterRequest {
-                with_data: true,
+                with_data,
                 mapper: Some(info),
             })
             .await?;
     }
+    Ok(())
+}
+
+/// edgecore-dmi RSS with `devices` devices stored and `mappers` mappers registered.
+pub(crate) async fn edgecore_memory(devices: usize, mappers: usize) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    devices_yaml(&dir.path().join("devices"), devices, mappers)?;
+    let ec = EdgeCore::start(dir.path(), devices).await?;
+    let before = rss_mib(ec.pid());
+    let mut client = DeviceManagerServiceClient::new(dmi_proto::transport::channel(
+        &ec.socket,
+        Default::default(),
+    ));
+    register_mappers(&mut client, dir.path(), mappers, true).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok((before, rss_mib(ec.pid())))
 }

@@ -24,7 +24,7 @@ use dmi_proto::v1beta1::device_mapper_service_server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status};
 
-use crate::dmi::devices_yaml;
+use crate::dmi::{devices_yaml, register_mappers};
 use crate::procs::{Proc, bin_dir};
 
 /// `GET path` on edgecore-dmi's admin socket; the body when it answers 200.
@@ -274,26 +274,7 @@ pub(crate) async fn restart(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        for m in 0..mappers {
-            client
-                .mapper_register(pb::MapperRegisterRequest {
-                    with_data: false,
-                    mapper: Some(pb::MapperInfo {
-                        name: format!("bench-mapper-{m}"),
-                        version: "v1".into(),
-                        api_version: "v1beta1".into(),
-                        protocol: format!("bench-{m}"),
-                        address: dir
-                            .path()
-                            .join(format!("m{m}.sock"))
-                            .display()
-                            .to_string()
-                            .into_bytes(),
-                        state: "ok".into(),
-                    }),
-                })
-                .await?;
-        }
+        register_mappers(&mut client, dir.path(), mappers, false).await?;
         until_count(&count, devices, t0, Duration::from_secs(300)).await?;
         // Let the store catch up (the persister writes every second).
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -7,7 +7,7 @@
 //! | protocol | device `protocol.configData` | property `visitors.configData` |
 //! |---|---|---|
 //! | `modbus` | `ip` or `serialPort` required; `port` 1–65535, `slaveID` 0–255, `baudRate`, `dataBits` 5–8, `parity`, `stopBits` 1–2, `timeout` ms, `maxGap`, `maxRegisters` 1–125, `maxBits` 1–2000, `planning` | `register` and `offset` (0–65535) required; `limit`, `scale` (not 0), `isSwap`, `isRegisterSwap`, `dataType`, `bit` 0–15, `valueOffset`, `stringEncoding` |
-//! | `opcua` | `url` (`opc.tcp://`) required; `securityPolicy`, `securityMode`, `userName`, `password`, `certificate`, `privateKey`, `remoteCertificate` | `nodeID` required |
+//! | `opcua` | `url` (`opc.tcp://`) required; `securityPolicy`, `securityMode`, `userName`, `password`, `certificate`, `privateKey`, `remoteCertificate`, `userCertificate`, `userPrivateKey`, `timeout` ms, `sessionTimeout` ms, `maxNodesPerRead` ≥ 1, `subscribe`, `publishingInterval` ms (0: the default) | `nodeID` required; `dataType` |
 //! | `virtual` | `connectDelayMs`, `offline` | `pattern` and its parameters |
 //!
 //! Keys a mapper does not read are warnings (a typo such as `slaveId` for
@@ -82,6 +82,56 @@ const MODBUS_REGISTERS: &[&str] = &[
     "input",
 ];
 
+/// Visitor `dataType` of mapper-opcua: OPC-UA built-in types and KubeEdge's
+/// names (`float`, `double`, `boolean`, `string` are built-in names too), with
+/// `[]` for a one-dimensional array.
+const OPCUA_TYPES: &[&str] = &[
+    "Boolean",
+    "SByte",
+    "Byte",
+    "Int16",
+    "UInt16",
+    "Int32",
+    "UInt32",
+    "Int64",
+    "UInt64",
+    "Float",
+    "Double",
+    "String",
+    "DateTime",
+    "Guid",
+    "ByteString",
+    "LocalizedText",
+    "int",
+    "integer",
+    "bool",
+    "bytes",
+    "uint8",
+    "int8",
+    "Boolean[]",
+    "SByte[]",
+    "Byte[]",
+    "Int16[]",
+    "UInt16[]",
+    "Int32[]",
+    "UInt32[]",
+    "Int64[]",
+    "UInt64[]",
+    "Float[]",
+    "Double[]",
+    "String[]",
+    "DateTime[]",
+    "Guid[]",
+    "ByteString[]",
+    "LocalizedText[]",
+    "int[]",
+    "integer[]",
+    "bool[]",
+    "bytes[]",
+    "uint8[]",
+    "int8[]",
+];
+
 const SHAPES: &[Shape] = &[
     Shape {
         protocol: "modbus",
@@ -131,7 +181,7 @@ const SHAPES: &[Shape] = &[
     },
     Shape {
         protocol: "opcua",
-        mapper: "KubeEdge's OPC-UA mapper",
+        mapper: "mapper-opcua",
         device: &[
             key("url", Kind::Prefixed("opc.tcp://")),
             key(
@@ -143,6 +193,8 @@ const SHAPES: &[Shape] = &[
                     "Basic256Sha256",
                     "Aes128_Sha256_RsaOaep",
                     "Aes256_Sha256_RsaPss",
+                    "Aes128Sha256RsaOaep",
+                    "Aes256Sha256RsaPss",
                 ]),
             ),
             key(
@@ -154,9 +206,23 @@ const SHAPES: &[Shape] = &[
             key("certificate", Kind::Text),
             key("privateKey", Kind::Text),
             key("remoteCertificate", Kind::Text),
+            key("userCertificate", Kind::Text),
+            key("userPrivateKey", Kind::Text),
+            key("timeout", Kind::Int(0, i64::MAX)),
+            key("sessionTimeout", Kind::Int(0, i64::MAX)),
+            key("maxNodesPerRead", Kind::Int(1, u32::MAX as i64)),
+            key("subscribe", Kind::Bool),
+            key("publishingInterval", Kind::Int(0, i64::MAX)),
         ],
         device_required: &[&["url"]],
-        visitor: &[key("nodeID", Kind::Text), key("dataType", Kind::Text)],
+        visitor: &[
+            Key {
+                name: "nodeID",
+                aliases: &["nodeId", "nodeid"],
+                kind: Kind::Text,
+            },
+            key("dataType", Kind::OneOf(OPCUA_TYPES)),
+        ],
         visitor_required: &["nodeID"],
     },
     Shape {

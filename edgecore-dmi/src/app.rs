@@ -12,6 +12,8 @@
 //! * `admin API`: serves `edgecore-dmi devices`;
 //! * `MQTT bridge connection` and `MQTT bridge publisher` (with
 //!   `--mqtt-broker`): [`crate::bridge`];
+//! * `dashboard feed` and `dashboard HTTP` (with `--http-addr`):
+//!   [`crate::web`];
 //! * the DMI server itself, on the caller's task.
 //!
 //! All but the per-mapper dispatchers are critical ([`spawn_critical`]): if one
@@ -33,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, SourceKind};
 use crate::hub::Hub;
 use crate::source::{DeviceSource, DirectorySource, SourceEvent};
-use crate::{admin, bridge, dispatch, persist, server};
+use crate::{admin, bridge, dispatch, persist, server, web};
 
 /// How long tasks get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -97,6 +99,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// stops), then drains the tasks for up to [`SHUTDOWN_GRACE`]. Returns the DMI
 /// server's error, if it failed.
 pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A dashboard address that would be refused stops the start before
+    // anything is touched.
+    if let Some(addr) = cfg.http.addr {
+        web::check_addr(addr, cfg.http.allow_remote)?;
+    }
     let dmi_listener = dmi_proto::transport::bind(&cfg.dmi_socket).await?;
     let store = persist::open(cfg.store_path()).await?;
     let (new_mapper_tx, new_mapper_rx) = mpsc::channel(NEW_MAPPER_QUEUE);
@@ -118,6 +125,12 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
     // start; a broker that is down does not.
     let mqtt = match cfg.mqtt.broker {
         Some(_) => Some(bridge::MqttBridge::new(&cfg.mqtt, hub.clone())?),
+        None => None,
+    };
+    // Bound before anything is served, too: a refused or busy address stops
+    // the start.
+    let dashboard = match cfg.http.addr {
+        Some(_) => Some(web::WebServer::bind(&cfg.http, hub.clone()).await?),
         None => None,
     };
 
@@ -150,6 +163,9 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
     }
     if let Some(mqtt) = mqtt {
         mqtt.spawn(&tasks, &shutdown);
+    }
+    if let Some(dashboard) = dashboard {
+        dashboard.spawn(&tasks, &shutdown);
     }
 
     tracing::info!(

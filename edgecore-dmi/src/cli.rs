@@ -116,26 +116,7 @@ pub fn render_table(s: &StatusView) -> String {
             notes.push((rows.len() - 1, e.clone()));
         }
     }
-    let mut widths = [0usize; 6];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-        for (_, n) in notes.iter().filter(|(row, _)| *row == i) {
-            // A note is one line whatever the text a peer put in it.
-            out.push_str(&format!("    ! {}\n", one_line(n)));
-        }
-    }
+    let mut out = columns(&rows, &notes);
     if s.devices.is_empty() {
         out.push_str("(no devices)\n");
     }
@@ -190,8 +171,18 @@ pub fn render_mappers(s: &StatusView) -> String {
             notes.push((rows.len() - 1, format!("refused {r}")));
         }
     }
-    let mut widths = [0usize; 5];
-    for r in &rows {
+    let mut out = columns(&rows, &notes);
+    if s.mappers.is_empty() {
+        out.push_str("(no mappers registered)\n");
+    }
+    out
+}
+
+/// `rows` as left-aligned columns two spaces apart, each row followed by its
+/// notes (`(row index, text)`) as `    ! text` lines.
+fn columns<const N: usize>(rows: &[[String; N]], notes: &[(usize, String)]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -206,11 +197,9 @@ pub fn render_mappers(s: &StatusView) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
         for (_, n) in notes.iter().filter(|(row, _)| *row == i) {
+            // A note is one line whatever the text a peer put in it.
             out.push_str(&format!("    ! {}\n", one_line(n)));
         }
-    }
-    if s.mappers.is_empty() {
-        out.push_str("(no mappers registered)\n");
     }
     out
 }

@@ -18,8 +18,12 @@
 //! mqttCaFile: /etc/kubeedge/ca.crt         # TLS: CA bundle (default: the system's)
 //! mqttCertFile: /etc/kubeedge/client.crt   # TLS: client certificate (with mqttKeyFile)
 //! mqttKeyFile: /etc/kubeedge/client.key
+//! http:                                    # the read-only dashboard and JSON API (off when unset)
+//!   addr: 127.0.0.1:8080                   # port 0 picks a free one; loopback only unless...
+//!   allowRemote: false                     # ...this is true (the dashboard has no authentication)
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -115,6 +119,29 @@ pub struct ConfigFile {
     pub mqtt_cert_file: Option<PathBuf>,
     /// Its private key.
     pub mqtt_key_file: Option<PathBuf>,
+    /// The dashboard and JSON API ([`crate::web`]).
+    pub http: Option<HttpFile>,
+}
+
+/// The `http` section of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpFile {
+    /// Address to serve the dashboard on.
+    pub addr: Option<SocketAddr>,
+    /// Whether a non-loopback address is allowed.
+    pub allow_remote: Option<bool>,
+}
+
+/// The read-only dashboard and JSON API ([`crate::web`]); served when `addr`
+/// is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address to listen on (port 0: any free port, logged at start).
+    pub addr: Option<SocketAddr>,
+    /// Allow an address other than loopback (the dashboard has no
+    /// authentication).
+    pub allow_remote: bool,
 }
 
 /// The MQTT device-topic bridge ([`crate::bridge`]); it runs when `broker`
@@ -165,6 +192,8 @@ pub struct Config {
     pub status_qps: u32,
     /// The MQTT device-topic bridge (off unless a broker is set).
     pub mqtt: MqttConfig,
+    /// The dashboard (off unless an address is set).
+    pub http: HttpConfig,
 }
 
 /// The admin socket that belongs to a DMI socket: same directory.
@@ -189,6 +218,7 @@ impl Default for Config {
             persist_interval: crate::PERSIST_INTERVAL,
             status_qps: 50,
             mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -242,6 +272,12 @@ impl Config {
             cert_file: file.mqtt_cert_file,
             key_file: file.mqtt_key_file,
         };
+        if let Some(h) = file.http {
+            c.http = HttpConfig {
+                addr: h.addr,
+                allow_remote: h.allow_remote.unwrap_or_default(),
+            };
+        }
         c
     }
 
@@ -303,6 +339,22 @@ mod tests {
         assert_eq!(c.mqtt.broker.as_deref(), Some("ssl://b:8883"));
         assert_eq!(c.mqtt.qos, 1);
         assert_eq!(c.mqtt.ca_file, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
+    fn the_dashboard_is_off_unless_an_address_is_set() {
+        assert_eq!(Config::default().http, HttpConfig::default());
+        let c = Config::parse(
+            "http:\n  addr: 127.0.0.1:0\n  allowRemote: true\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.http.addr, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(c.http.allow_remote);
+        let e = Config::parse("http:\n  address: x\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("address"), "{e}");
     }
 
     #[test]

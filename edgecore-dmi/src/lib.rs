@@ -22,7 +22,9 @@
 //!   which also serves Prometheus [`metrics`] at `/metrics`;
 //! * optionally bridges KubeEdge's `$hw/events/device/...` MQTT topics
 //!   ([`bridge`], `--mqtt-broker`): twin documents, deltas and states out,
-//!   desired values in.
+//!   desired values in;
+//! * optionally serves a read-only dashboard and JSON API over HTTP
+//!   ([`web`], `--http-addr`): devices, twins, problems and live charts.
 //!
 //! Layering: `edgecore-dmi → dmi-proto, device-crds`.
 //!
@@ -65,6 +67,7 @@ pub mod source;
 pub mod store;
 pub mod validate;
 pub mod views;
+pub mod web;
 
 pub use app::SHUTDOWN_GRACE;
 pub use config::Config;

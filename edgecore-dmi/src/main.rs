@@ -67,6 +67,15 @@ enum Command {
         /// QoS of the bridge's messages (0, as stock EdgeCore, or 1).
         #[arg(long, env = "EDGECORE_DMI_MQTT_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
         mqtt_qos: Option<u8>,
+        /// Serve the read-only dashboard and JSON API on this address (e.g.
+        /// 127.0.0.1:8080; port 0 picks a free one, logged as `http listening
+        /// on ADDR`); off when unset.
+        #[arg(long, env = "EDGECORE_DMI_HTTP_ADDR")]
+        http_addr: Option<std::net::SocketAddr>,
+        /// Allow --http-addr to be a non-loopback address (the dashboard has
+        /// no authentication).
+        #[arg(long)]
+        http_allow_remote: bool,
     },
     /// Show the running server's devices: state, desired and reported values.
     Devices {
@@ -144,8 +153,16 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         status_mode,
         mqtt_broker,
         mqtt_qos,
+        http_addr,
+        http_allow_remote,
     }) = &cli.command
     {
+        if let Some(v) = http_addr {
+            cfg.http.addr = Some(*v);
+        }
+        if *http_allow_remote {
+            cfg.http.allow_remote = true;
+        }
         if let Some(v) = mqtt_broker {
             cfg.mqtt.broker = Some(v.clone());
         }

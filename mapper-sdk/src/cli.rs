@@ -19,6 +19,13 @@ pub fn init_tracing(filter: &str) {
 /// The whole `main` of a mapper binary: flags, config file, logging, signals.
 /// `protocol` is the default `common.protocol`; `driver` serves every device.
 pub fn main(protocol: &str, driver: impl Driver) -> ExitCode {
+    main_with(protocol, move |_| driver)
+}
+
+/// As [`main`], for a driver that needs the mapper's configuration (its
+/// state directory, [`MapperConfig::state_dir`], say): `make` builds it once
+/// the flags and the config file are read, before the runtime starts.
+pub fn main_with<D: Driver>(protocol: &str, make: impl FnOnce(&MapperConfig) -> D) -> ExitCode {
     use clap::Parser;
     let flags = Flags::parse();
     if let Some(shell) = flags.completions {
@@ -41,6 +48,7 @@ pub fn main(protocol: &str, driver: impl Driver) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let driver = make(&config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -300,6 +300,15 @@ impl MapperConfig {
         Ok(c)
     }
 
+    /// The mapper's state directory: `data.state_dir` (or `--state-dir`),
+    /// else `$STATE_DIRECTORY`, else `/var/lib/edge-dmi/<name>`. The sink
+    /// spool lives there, and drivers may keep their own state under it.
+    pub fn state_dir(&self) -> PathBuf {
+        let mut data = self.data.clone();
+        data.client_name = self.name.clone();
+        data.resolved_state_dir()
+    }
+
     /// Checks the rules EdgeCore and the runtime rely on.
     pub fn validate(&self) -> Result<(), Error> {
         if self.protocol.trim().is_empty() {

@@ -106,14 +106,14 @@ pub mod testing;
 mod twin;
 mod value;
 
-pub use cli::{init_tracing, main, terminate_signal};
+pub use cli::{init_tracing, main, main_with, terminate_signal};
 pub use config::{
     CommonConfig, ConfigFile, DEFAULT_EDGECORE_SOCK, Flags, GrpcServerConfig, MapperConfig,
     RuntimeConfig,
 };
 pub use driver::{
     DeviceClient, DeviceState, Driver, DynClient, DynDriver, ErasedAddress, ErasedConfig, Prepared,
-    PushStream, Pushed, Subscription,
+    PropertyInfo, PushStream, Pushed, Subscription,
 };
 pub use error::{DeviceFault, DriverError, DriverResult, Error, Result, SpecError};
 pub use mapper::{Mapper, SHUTDOWN_GRACE};

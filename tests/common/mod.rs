@@ -211,6 +211,24 @@ impl Node {
             .find(|d| format!("{}/{}", d.namespace, d.name) == id)
     }
 
+    /// The dashboard's address, from edgecore-dmi's `http listening on ADDR`
+    /// log line (started with `--http-addr`; the last such line, after a
+    /// restart). Waits up to 20 s for it.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        wait_for("edgecore-dmi's `http listening on` line", 20, || {
+            let log = std::fs::read_to_string(self.path("edgecore.log")).ok()?;
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("http listening on "))?;
+            let rest = line.split("http listening on ").nth(1)?;
+            rest.split(|c: char| c.is_whitespace() || c == '"')
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
     pub fn logs(&self) -> String {
         let read = |n: &str| std::fs::read_to_string(self.path(n)).unwrap_or_default();
         format!(

@@ -11,7 +11,7 @@ use std::any::Any;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value as Json};
 
-use super::{DeviceClient, DeviceState, Driver, Subscription};
+use super::{DeviceClient, DeviceState, Driver, PropertyInfo, Subscription};
 use crate::config_data::from_config;
 use crate::error::{DriverError, DriverResult};
 use crate::value::{PropertyType, Value};
@@ -86,6 +86,20 @@ pub trait DynDriver: Send + Sync + 'static {
         model_type: Option<PropertyType>,
     ) -> DriverResult<Prepared<ErasedAddress>>;
 
+    /// As [`DynDriver::address`], with more of the property (what the SDK
+    /// calls when it sets a device up). The default calls
+    /// [`DynDriver::address`] with the model type.
+    ///
+    /// # Errors
+    /// As [`DynDriver::address`].
+    fn property_address(
+        &self,
+        json: &Map<String, Json>,
+        property: &PropertyInfo<'_>,
+    ) -> DriverResult<Prepared<ErasedAddress>> {
+        self.address(json, property.model_type)
+    }
+
     /// Opens a device with a configuration from [`DynDriver::config`].
     fn connect<'a>(
         &'a self,
@@ -141,6 +155,20 @@ impl<D: Driver> DynDriver for D {
         let t = from_config::<D::Address>(json).map_err(config_error)?;
         let mut addr = t.value;
         self.prepare_address(&mut addr, model_type)?;
+        Ok(Prepared {
+            value: ErasedAddress::new(addr),
+            ignored: t.ignored,
+        })
+    }
+
+    fn property_address(
+        &self,
+        json: &Map<String, Json>,
+        property: &PropertyInfo<'_>,
+    ) -> DriverResult<Prepared<ErasedAddress>> {
+        let t = from_config::<D::Address>(json).map_err(config_error)?;
+        let mut addr = t.value;
+        self.prepare_property(&mut addr, property)?;
         Ok(Prepared {
             value: ErasedAddress::new(addr),
             ignored: t.ignored,

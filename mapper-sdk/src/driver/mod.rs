@@ -24,7 +24,7 @@ pub use dyn_driver::{DynClient, DynDriver, ErasedAddress, ErasedConfig, Prepared
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 
@@ -91,6 +91,32 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
+/// What the SDK knows about a property when its address is prepared
+/// ([`Driver::prepare_property`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PropertyInfo<'a> {
+    /// The property's name.
+    pub name: &'a str,
+    /// The model's type of the property, if the model gives one.
+    pub model_type: Option<PropertyType>,
+    /// The property's `collectCycle` (the SDK's default of 1 s when the
+    /// device gives none); a driver with push-mode collection may use it as
+    /// the rate at which the device samples the value.
+    pub collect_cycle: Duration,
+}
+
+impl<'a> PropertyInfo<'a> {
+    /// A property called `name` of `model_type`, collected every `collect_cycle`.
+    pub fn new(name: &'a str, model_type: Option<PropertyType>, collect_cycle: Duration) -> Self {
+        Self {
+            name,
+            model_type,
+            collect_cycle,
+        }
+    }
+}
+
 /// A protocol: decodes configuration and opens devices. One value per mapper
 /// process; it owns whatever devices share (connection pools, sessions, a
 /// radio adapter). See the module docs on cancellation.
@@ -120,6 +146,22 @@ pub trait Driver: Send + Sync + 'static {
     ) -> DriverResult<()> {
         let _ = (addr, model_type);
         Ok(())
+    }
+
+    /// As [`Driver::prepare_address`], with more of the property: the SDK
+    /// calls this one when it sets a device up. The default calls
+    /// [`Driver::prepare_address`] with the model type; override it when the
+    /// address depends on the property's collect cycle (a subscription's
+    /// sampling interval, say).
+    ///
+    /// # Errors
+    /// As [`Driver::prepare_address`].
+    fn prepare_property(
+        &self,
+        addr: &mut Self::Address,
+        property: &PropertyInfo<'_>,
+    ) -> DriverResult<()> {
+        self.prepare_address(addr, property.model_type)
     }
 
     /// Opens a device. The SDK calls it again after link failures, with

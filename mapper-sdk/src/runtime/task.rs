@@ -311,7 +311,8 @@ impl DeviceTask {
                 continue;
             }
             let ty = model.as_ref().and_then(|m| m.ty);
-            let parsed = ctx.driver.address(&p.visitor, ty).map(|t| {
+            let info = crate::driver::PropertyInfo::new(&p.name, ty, p.collect_cycle);
+            let parsed = ctx.driver.property_address(&p.visitor, &info).map(|t| {
                 for key in &t.ignored {
                     tracing::warn!(device = %ctx.spec.id, property = %p.name, key = %key,
                         "unknown visitor configData key ignored");
