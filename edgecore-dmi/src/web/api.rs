@@ -71,6 +71,16 @@ pub(super) async fn status(State(state): State<WebState>) -> Json<StatusView> {
     Json(state.hub.status())
 }
 
+/// `GET /metrics`: the node's Prometheus metrics ([`crate::metrics`]), the
+/// same text as on the admin socket.
+pub(super) async fn metrics(State(state): State<WebState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.hub.render_metrics(),
+    )
+        .into_response()
+}
+
 /// The query of `GET /api/v1/history`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HistoryQuery {

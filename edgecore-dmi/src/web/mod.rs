@@ -27,6 +27,7 @@
 //!   way: fetch the history again). Every event has an `id`; a comment every
 //!   15 s keeps the connection alive. At most
 //!   [`HttpLimits::max_event_clients`] streams at once (8); more get 503.
+//! * `GET /metrics`: the node's Prometheus metrics ([`crate::metrics`]).
 //!
 //! Everything else: 404 for other paths, 405 for methods other than `GET`
 //! and `HEAD` (nothing can be changed here), JSON errors.
@@ -197,8 +198,8 @@ pub fn router(state: WebState) -> axum::Router {
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/history", get(api::history))
         .route("/api/v1/events", get(api::events))
-        // Further read-only routes go here, one line each, e.g.
-        // `.route("/metrics", get(metrics))`.
+        .route("/metrics", get(api::metrics))
+        // Further read-only routes go here, one line each.
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

@@ -320,6 +320,13 @@ async fn the_page_and_its_assets() {
     let (code, head, _) = r.get("/style.css").await;
     assert_eq!(code, 200);
     assert!(head.contains("content-type: text/css"), "{head}");
+    let (code, head, body) = r.get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(body.contains("\nedgecore_dmi_devices 2\n"), "{body}");
     r.stop().await;
 }
 
