@@ -43,6 +43,13 @@ struct Args {
     /// Log filter.
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
+    /// Log line format: `text` or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
+    log_format: edge_rt::logging::LogFormat,
+    /// Print the completion script for this shell (bash, zsh, fish,
+    /// elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<edge_rt::cli::Shell>,
 }
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
@@ -94,7 +101,11 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    edge_rt::logging::init(&args.log);
+    if let Some(shell) = args.completions {
+        edge_rt::cli::print_completions::<Args>(shell, "device-controller");
+        return ExitCode::SUCCESS;
+    }
+    edge_rt::logging::init_with(&args.log, args.log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
