@@ -103,6 +103,25 @@ pub(crate) fn devices_yaml(dir: &Path, count: usize, protocols: usize) -> anyhow
     Ok(())
 }
 
+/// edgecore-dmi's arguments for a node in `dir`: `dir/dmi.sock`,
+/// `dir/state`, `dir/devices`, warnings only.
+pub(crate) fn edgecore_args(dir: &Path) -> Vec<String> {
+    [
+        "--dmi-socket",
+        &dir.join("dmi.sock").display().to_string(),
+        "--log",
+        "warn",
+        "serve",
+        "--state-dir",
+        &dir.join("state").display().to_string(),
+        "--devices-dir",
+        &dir.join("devices").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// edgecore-dmi as a child process.
 pub(crate) struct EdgeCore {
     proc: Proc,
@@ -122,23 +141,9 @@ impl EdgeCore {
     /// Starts edgecore-dmi over `dir/devices` and waits until it has `devices`.
     pub(crate) async fn start(dir: &Path, devices: usize) -> anyhow::Result<EdgeCore> {
         let socket = dir.join("dmi.sock");
-        let args: Vec<String> = [
-            "--dmi-socket",
-            &socket.display().to_string(),
-            "--log",
-            "warn",
-            "serve",
-            "--state-dir",
-            &dir.join("state").display().to_string(),
-            "--devices-dir",
-            &dir.join("devices").display().to_string(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
         let proc = Proc::start(
             &bin_dir().join("edgecore-dmi"),
-            &args,
+            &edgecore_args(dir),
             &dir.join("edgecore.log"),
             &[],
         )?;

@@ -24,7 +24,7 @@ use dmi_proto::v1beta1::device_mapper_service_server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status};
 
-use crate::dmi::{devices_yaml, register_mappers};
+use crate::dmi::{devices_yaml, edgecore_args, register_mappers};
 use crate::procs::{Proc, bin_dir};
 
 /// `GET path` on edgecore-dmi's admin socket; the body when it answers 200.
@@ -41,23 +41,6 @@ async fn admin_get(socket: &Path, path: &str) -> Option<String> {
         return None;
     }
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
-}
-
-fn edgecore_args(dir: &Path) -> Vec<String> {
-    [
-        "--dmi-socket",
-        &dir.join("dmi.sock").display().to_string(),
-        "--log",
-        "warn",
-        "serve",
-        "--state-dir",
-        &dir.join("state").display().to_string(),
-        "--devices-dir",
-        &dir.join("devices").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
 }
 
 /// Median and range of `xs` (ms), as text.
