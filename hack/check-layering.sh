@@ -8,6 +8,8 @@ for manifest in mappers/*/Cargo.toml; do
   crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)
   direct=$(cargo tree -p "$crate" -e normal --depth 1 --prefix none --locked 2>/dev/null | awk '{print $1}')
   for banned in tonic prost dmi-proto kube wasmtime; do
+    # The WebAssembly plugin host is the one mapper that embeds wasmtime.
+    [ "$crate" = mapper-wasm ] && [ "$banned" = wasmtime ] && continue
     if echo "$direct" | grep -qx "$banned"; then
       echo "layering violation: $crate depends directly on $banned" >&2
       fail=1

@@ -15,6 +15,9 @@ if ! cargo deny --version >/dev/null 2>&1; then
 fi
 cargo deny --version
 
+# --offline needs every crate in Cargo.lock, for every platform, in the local
+# registry; a build downloads only the host's.
+cargo fetch --locked --quiet
 cargo deny --offline --log-level warn check licenses bans sources
 if timeout 120 cargo deny --log-level error fetch db >/dev/null 2>&1 \
   || ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/*/ >/dev/null 2>&1; then

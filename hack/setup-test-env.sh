@@ -29,6 +29,7 @@ apt_install mosquitto mosquitto-clients redis-server mariadb-server mariadb-clie
 apt_install libdbus-1-dev dbus python3-dbusmock
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3-venv; fi
 
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2  # mapper-wasm plugins
 for comp in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
     rustup component add "$comp"

@@ -35,6 +35,8 @@ fi
 # --- tests ------------------------------------------------------------------
 log "build binaries used by the end-to-end tests"
 cargo build --workspace --bins --locked
+log "WebAssembly guest crates: rustfmt, clippy, tests; the plugins the mapper-wasm and end-to-end tests use (hack/build-plugins.sh)"
+bash hack/build-plugins.sh --check
 log "tests"
 export DMI_TEST_PYTHON="$ROOT/target/test-env/venv/bin/python"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -18,6 +18,7 @@ mod procs;
 mod serial;
 mod sinks;
 mod startup;
+mod wasm;
 
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ struct Args {
     #[arg(long)]
     clients: Option<usize>,
     /// Run only these groups: modbus, write, dmi, memory, startup, sinks,
-    /// serial, ble
+    /// serial, ble, wasm
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -372,6 +373,14 @@ async fn main() -> anyhow::Result<()> {
     // 7. BLE: notification-to-twin latency through ble-mock and mapper-ble.
     if run("ble") {
         for r in ble::rows(q).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
+    }
+
+    // 8. WebAssembly plugins: host overhead per call, instances, Modbus plugin vs native.
+    if run("wasm") {
+        for r in wasm::rows(q, args.seconds).await? {
             let [a, b, c, d, e] = r;
             row(&a, b, c, d, &e);
         }
