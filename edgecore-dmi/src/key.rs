@@ -17,8 +17,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// The key of a namespaced object (a Device or a DeviceModel): `namespace/name`.
 ///
 /// The same identity as [`edge_rt::ObjectId`] (same default-namespace rule,
-/// conversions both ways), stored as one string so that 10 000 keys stay small
-/// and maps can be searched by `&str`.
+/// conversions both ways), stored as one shared string so that 10 000 keys stay
+/// small, a clone (the same device in the catalog, the twins and each mapper's
+/// sent list) costs no allocation, and maps can be searched by `&str`.
 ///
 /// It compares, orders and hashes exactly as its `namespace/name` text, and
 /// borrows as `str`, so maps keyed by it can be searched with a `&str`. It
@@ -26,7 +27,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Clone)]
 pub struct ObjectKey {
     /// `namespace/name`.
-    text: String,
+    text: std::sync::Arc<str>,
     /// Where the `/` between namespace and name is.
     slash: usize,
 }
@@ -41,7 +42,7 @@ impl ObjectKey {
             namespace
         };
         Self {
-            text: format!("{namespace}/{name}"),
+            text: format!("{namespace}/{name}").into(),
             slash: namespace.len(),
         }
     }
@@ -138,13 +139,13 @@ impl Hash for ObjectKey {
 
 impl PartialEq<str> for ObjectKey {
     fn eq(&self, other: &str) -> bool {
-        self.text == other
+        &*self.text == other
     }
 }
 
 impl PartialEq<&str> for ObjectKey {
     fn eq(&self, other: &&str) -> bool {
-        self.text == *other
+        &*self.text == *other
     }
 }
 
@@ -162,7 +163,7 @@ impl AsRef<str> for ObjectKey {
 
 impl From<ObjectKey> for String {
     fn from(k: ObjectKey) -> Self {
-        k.text
+        k.text.to_string()
     }
 }
 

@@ -16,6 +16,9 @@ use crate::store::{Store, Table};
 /// How often reported twins are written to the store.
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Records written per store transaction (records, each about 0.5 KiB).
+const WRITE_BATCH: usize = 500;
+
 /// Opens the store at `path` (off the async threads). A damaged store is
 /// moved aside and replaced by an empty one ([`Store::open_or_recover`]);
 /// the state is then rebuilt from the device source and the mappers, and an
@@ -38,14 +41,12 @@ fn decode_rows<T: serde::de::DeserializeOwned>(
     table: Table,
 ) -> anyhow::Result<Vec<(String, T)>> {
     let mut out = Vec::new();
-    for (k, v) in store.scan(table)? {
-        match serde_json::from_slice(&v) {
-            Ok(t) => out.push((k, t)),
-            Err(e) => {
-                tracing::error!(record = %k, ?table, error = %e, "skipping unreadable stored record")
-            }
+    store.scan_each(table, |k, v| match serde_json::from_slice(v) {
+        Ok(t) => out.push((k.to_owned(), t)),
+        Err(e) => {
+            tracing::error!(record = %k, ?table, error = %e, "skipping unreadable stored record")
         }
-    }
+    })?;
     Ok(out)
 }
 
@@ -97,8 +98,13 @@ pub(crate) async fn run(
             _ = hub.persist_needed() => false,
             _ = tokio::time::sleep(interval) => false,
         };
-        let ops = hub.take_dirty();
-        if !ops.is_empty() {
+        // In batches: the first write of 10 000 devices would otherwise hold
+        // all their records and one huge transaction in memory at once.
+        loop {
+            let ops = hub.take_dirty(WRITE_BATCH);
+            if ops.is_empty() {
+                break;
+            }
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.apply(&ops)).await {
                 Ok(Ok(())) => hub.metrics().set_store_bytes(store.file_bytes()),

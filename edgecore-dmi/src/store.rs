@@ -211,14 +211,22 @@ impl Store {
 
     /// Every entry of a table, sorted by key.
     pub fn scan(&self, t: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_each(t, |k, v| out.push((k.to_owned(), v.to_vec())))?;
+        Ok(out)
+    }
+
+    /// Calls `f(key, value)` for every entry of a table, in key order, without
+    /// copying the table into memory first (a node's 10 000 devices are read
+    /// one at a time).
+    pub fn scan_each(&self, t: Table, mut f: impl FnMut(&str, &[u8])) -> Result<(), StoreError> {
         let r = self.db.begin_read().map_err(|e| self.err(e))?;
         let tab = r.open_table(t.def()).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
         for item in tab.iter().map_err(|e| self.err(e))? {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
+            f(k.value(), v.value());
         }
-        Ok(out)
+        Ok(())
     }
 }
 

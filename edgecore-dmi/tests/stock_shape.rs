@@ -189,15 +189,21 @@ fn check_text(origin: &str, text: &str, acc: &mut Checked) {
         }
     }
     for d in &parsed.devices {
+        let d = match d.crd() {
+            Ok(d) => d,
+            Err(e) => {
+                acc.failures.push(format!("{origin}: {e}"));
+                continue;
+            }
+        };
         let model = d
-            .crd
             .spec
             .device_model_ref
             .as_ref()
             .and_then(|r| models.get(&r.name).copied());
         for enc in [NumberEncoding::Stock, NumberEncoding::Lossless] {
             // A device that cannot be converted is never sent (bad-input samples).
-            let Ok(p) = device_to_proto(&d.crd, model, enc) else {
+            let Ok(p) = device_to_proto(&d, model, enc) else {
                 continue;
             };
             acc.devices += 1;
@@ -267,12 +273,12 @@ fn a_property_without_desired_goes_out_with_an_empty_desired_value() {
     let bare = parsed
         .devices
         .iter()
-        .find(|d| d.crd.metadata.name.as_deref() == Some("bare"))
-        .map(|d| &d.crd);
+        .find(|d| d.key().name() == "bare")
+        .and_then(|d| d.crd().ok());
     let Some(bare) = bare else {
         panic!("sample device `bare` not parsed: {:?}", parsed.errors);
     };
-    let p = match device_to_proto(bare, Some(model), NumberEncoding::Stock) {
+    let p = match device_to_proto(&bare, Some(model), NumberEncoding::Stock) {
         Ok(p) => p,
         Err(e) => panic!("conversion failed: {e}"),
     };

@@ -91,6 +91,8 @@ pub const SUBSCRIPTIONS: [&str; 2] = [
 pub const BAD_REQUEST: u16 = 400;
 /// Stock `dtcommon.NotFoundCode`.
 pub const NOT_FOUND: u16 = 404;
+/// Stock `dtcommon.InternalErrorCode`.
+pub const INTERNAL_ERROR: u16 = 500;
 
 /// The topic of device `device` with `suffix` (one of the constants above).
 pub fn device_topic(device: &ObjectKey, suffix: &str) -> String {
@@ -265,7 +267,7 @@ pub struct ErrorResult {
     pub event_id: String,
     /// Ms since the epoch.
     pub timestamp: i64,
-    /// [`BAD_REQUEST`] or [`NOT_FOUND`].
+    /// [`BAD_REQUEST`], [`NOT_FOUND`] or [`INTERNAL_ERROR`].
     #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub code: u16,
     /// Why, naming device and property.
@@ -529,6 +531,7 @@ fn apply_twin_update(
     hub.set_edge_desired(device, &values).map_err(|e| {
         let (code, property) = match &e {
             DesiredRefusal::UnknownDevice(_) => (NOT_FOUND, None),
+            DesiredRefusal::Unreadable { .. } => (INTERNAL_ERROR, None),
             DesiredRefusal::UnknownProperty { property, .. }
             | DesiredRefusal::NoModelProperty { property, .. }
             | DesiredRefusal::Invalid { property, .. } => (BAD_REQUEST, Some(property.clone())),

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use device_crds::MetaExt;
 use dmi_proto::v1beta1 as pb;
 
 use super::persist::Dirty;
@@ -99,7 +98,7 @@ impl Hub {
                     .insert(ObjectKey::from_meta(&m.crd.metadata), ModelEntry::new(m));
             }
             for d in devices {
-                let k = ObjectKey::from_meta(&d.crd.metadata);
+                let k = d.key().clone();
                 let entry = self.entry(&st, d);
                 st.devices.insert(k, entry);
             }
@@ -124,10 +123,9 @@ impl Hub {
         match (model_key, model) {
             (None, _) => Err("spec.deviceModelRef.name is empty".to_owned()),
             (Some(mk), None) => Err(format!("model {mk} not found")),
-            (Some(_), Some(m)) => device_to_proto(&stored.crd, Some(m), self.encoding)
+            (Some(_), Some(m)) => device_to_proto(&stored.crd()?, Some(m), self.encoding)
                 .map(|mut d| {
-                    let k = ObjectKey::from_meta(&stored.crd.metadata);
-                    Self::apply_edge_desired(st, &k, &mut d);
+                    Self::apply_edge_desired(st, stored.key(), &mut d);
                     d
                 })
                 .map_err(|e| e.to_string()),
@@ -136,11 +134,7 @@ impl Hub {
 
     /// The catalog entry of a device, against the models in `st`.
     pub(super) fn entry(&self, st: &State, stored: Arc<StoredDevice>) -> DeviceEntry {
-        let model_key = stored
-            .crd
-            .spec
-            .model_name()
-            .map(|m| ObjectKey::new(stored.crd.metadata.namespace_or_default(), m));
+        let model_key = stored.model_key().cloned();
         let proto = self.build(st, &stored, model_key.as_ref()).and_then(|p| {
             let proto_name = p
                 .spec
@@ -213,10 +207,8 @@ impl Hub {
         }
         st.models = models;
 
-        let new_devices: BTreeMap<ObjectKey, Arc<StoredDevice>> = devices
-            .into_iter()
-            .map(|d| (ObjectKey::from_meta(&d.crd.metadata), d))
-            .collect();
+        let new_devices: BTreeMap<ObjectKey, Arc<StoredDevice>> =
+            devices.into_iter().map(|d| (d.key().clone(), d)).collect();
         let removed: Vec<ObjectKey> = st
             .devices
             .keys()
@@ -231,23 +223,38 @@ impl Hub {
             st.dirty.insert(Dirty::Twins(k));
         }
         for (k, d) in new_devices {
-            let same = st.devices.get(&k).is_some_and(|o| o.stored.crd == d.crd);
+            let same = st
+                .devices
+                .get(&k)
+                .is_some_and(|o| o.stored.same_resource(&d));
             let model_changed = st
                 .devices
                 .get(&k)
                 .and_then(|o| o.model_key.as_ref())
                 .is_some_and(|mk| changed_models.contains(mk));
             if same && !model_changed {
+                // The same resource in another record (the store's, at start):
+                // keep the source's, which it holds anyway, so that the node
+                // holds one copy of each device, not two.
+                let copy = st
+                    .devices
+                    .get(&k)
+                    .is_some_and(|o| !Arc::ptr_eq(&o.stored, &d));
+                if let Some(mut o) = copy.then(|| st.devices.remove(&k)).flatten() {
+                    o.model_key = d.model_key().cloned();
+                    o.stored = d;
+                    st.devices.insert(k, o);
+                }
                 continue;
             }
             if !same {
-                tracing::info!(device = %k, origin = %d.origin, "device {}", if st.devices.contains_key(&k) { "changed" } else { "added" });
+                tracing::info!(device = %k, origin = %d.origin(), "device {}", if st.devices.contains_key(&k) { "changed" } else { "added" });
                 st.dirty.insert(Dirty::Device(k.clone()));
-                Self::reconcile_edge_desired(&mut st, &k, &d.crd);
+                Self::reconcile_edge_desired(&mut st, &k, &d);
             }
             let entry = self.entry(&st, d);
             if let Err(e) = &entry.protocol {
-                tracing::error!(device = %k, origin = %entry.stored.origin, "device cannot be dispatched: {e}");
+                tracing::error!(device = %k, origin = %entry.stored.origin(), "device cannot be dispatched: {e}");
             }
             st.devices.insert(k, entry);
         }
@@ -469,5 +476,45 @@ mod tests {
         assert_eq!(st.devices["default/a"].protocol(), Some("virtual"));
         assert!(st.mappers.contains_key("go-mapper"));
         assert!(st.dirty.is_empty(), "restored records are written back");
+    }
+
+    #[test]
+    fn a_snapshot_of_what_the_store_held_keeps_one_copy_and_writes_nothing() {
+        let hub = hub();
+        let text = format!("{NODE}{}", device("a", "1"));
+        let restored = crate::source::parse_file("store", &text);
+        hub.restore(
+            restored.devices.into_iter().map(Arc::new).collect(),
+            restored.models.into_iter().map(Arc::new).collect(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let fp = hub.lock().devices["default/a"].fingerprint;
+        let scanned: Vec<Arc<_>> = crate::source::parse_file("store", &text)
+            .devices
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let source_copy = scanned[0].clone();
+        hub.apply_snapshot(
+            scanned,
+            crate::source::parse_file("store", &text)
+                .models
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+            Vec::new(),
+        );
+        let st = hub.lock();
+        let e = &st.devices["default/a"];
+        assert!(
+            Arc::ptr_eq(&e.stored, &source_copy),
+            "the store's copy is dropped"
+        );
+        assert_eq!(e.fingerprint, fp);
+        assert!(
+            st.dirty.is_empty(),
+            "an unchanged device is not written again"
+        );
     }
 }

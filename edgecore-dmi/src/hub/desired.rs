@@ -27,7 +27,7 @@ use super::persist::Dirty;
 use super::twins::now_ms;
 use super::{Hub, State};
 use crate::key::ObjectKey;
-use crate::records::{EdgeDesired, TwinState};
+use crate::records::{EdgeDesired, StoredDevice, TwinState};
 
 /// Why a desired value set on the edge was refused. The messages name the
 /// device and the property.
@@ -64,6 +64,15 @@ pub enum DesiredRefusal {
         property: String,
         /// What is wrong with the value.
         error: DesiredError,
+    },
+    /// The device's record could not be read back from its compact form
+    /// ([`crate::records::StoredDevice::crd`]); not the caller's fault.
+    #[error("{reason}")]
+    Unreadable {
+        /// The device.
+        device: ObjectKey,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -113,7 +122,13 @@ impl Hub {
         if values.is_empty() {
             return Ok(());
         }
-        let crd = &entry.stored.crd;
+        let crd = &entry
+            .stored
+            .crd()
+            .map_err(|reason| DesiredRefusal::Unreadable {
+                device: device.clone(),
+                reason,
+            })?;
         let model = entry.model_key.as_ref().and_then(|mk| st.models.get(mk));
         let now = now_ms();
         let mut accepted = Vec::with_capacity(values.len());
@@ -202,10 +217,18 @@ impl Hub {
     /// Drops the edge desired values of device `k` that its new resource
     /// `crd` replaces: the source's desired value of the property changed
     /// since the edge value was set (a newer write), or the property is gone.
-    pub(super) fn reconcile_edge_desired(st: &mut State, k: &ObjectKey, crd: &Device) {
-        let Some(t) = st.twins.get_mut(k) else {
+    pub(super) fn reconcile_edge_desired(st: &mut State, k: &ObjectKey, stored: &StoredDevice) {
+        let Some(t) = st.twins.get_mut(k).filter(|t| !t.edge_desired.is_empty()) else {
             return;
         };
+        let crd = match stored.crd() {
+            Ok(crd) => crd,
+            Err(e) => {
+                tracing::error!(device = %k, "{e}");
+                return;
+            }
+        };
+        let crd = &crd;
         let before = t.edge_desired.len();
         t.edge_desired.retain(|property, d| match source_value(crd, property) {
             Some(v) if v == d.source_value => true,

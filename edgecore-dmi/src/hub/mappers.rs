@@ -396,7 +396,7 @@ mod tests {
         }
         assert!(hub.mapper_unreachable("m8", "connection refused".into()));
         assert!(hub.status().mappers.iter().all(|m| m.record.name != "m8"));
-        let ops = hub.take_dirty();
+        let ops = hub.take_dirty(usize::MAX);
         assert!(
             ops.iter().any(|op| matches!(op, crate::store::Op::Delete(crate::store::Table::Mappers, k) if k == "m8")),
             "{ops:?}"

@@ -27,11 +27,20 @@ impl Hub {
         self.persist_kick.notified().await;
     }
 
-    /// Takes the changed records as store operations: a record that exists is
-    /// put, one that went away is deleted.
-    pub(crate) fn take_dirty(&self) -> Vec<Op> {
+    /// Takes up to `limit` changed records as store operations: a record that
+    /// exists is put, one that went away is deleted. The rest stay recorded
+    /// for the next call.
+    pub(crate) fn take_dirty(&self, limit: usize) -> Vec<Op> {
         let mut st = self.lock();
-        let dirty = std::mem::take(&mut st.dirty);
+        let dirty: Vec<Dirty> = if st.dirty.len() <= limit {
+            std::mem::take(&mut st.dirty).into_iter().collect()
+        } else {
+            let some: Vec<Dirty> = st.dirty.iter().take(limit).cloned().collect();
+            for d in &some {
+                st.dirty.remove(d);
+            }
+            some
+        };
         let mut ops = Vec::with_capacity(dirty.len());
         for d in dirty {
             let (table, key, bytes) = match d {
@@ -100,7 +109,7 @@ mod tests {
         hub.register_mapper(record(), false);
         hub.report_state(ObjectKey::new("", "a"), "online".into())
             .unwrap();
-        let ops = hub.take_dirty();
+        let ops = hub.take_dirty(usize::MAX);
         assert_eq!(
             describe(&ops),
             [
@@ -112,7 +121,7 @@ mod tests {
             ]
         );
         let a: Option<StoredDevice> = put(&ops, Table::Devices, "default/a");
-        assert_eq!(a.map(|d| d.origin).as_deref(), Some("test"));
+        assert_eq!(a.as_ref().map(StoredDevice::origin), Some("test"));
         let m: Option<StoredModel> = put(&ops, Table::Models, "default/m");
         assert!(m.is_some());
         let r: Option<MapperRecord> = put(&ops, Table::Mappers, "go-mapper");
@@ -120,18 +129,32 @@ mod tests {
         let t: Option<TwinState> = put(&ops, Table::Twins, "default/a");
         assert_eq!(t.and_then(|t| t.state).as_deref(), Some("online"));
         // Taken: nothing left.
-        assert!(hub.take_dirty().is_empty());
+        assert!(hub.take_dirty(usize::MAX).is_empty());
 
         // A device and the model leave: their records (and the device's twins)
         // are deleted.
         snapshot(&hub, &device("b", "1"));
         assert_eq!(
-            describe(&hub.take_dirty()),
+            describe(&hub.take_dirty(usize::MAX)),
             [
                 "delete Devices default/a",
                 "delete Models default/m",
                 "delete Twins default/a",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn dirty_records_are_taken_in_batches_until_none_is_left() {
+        let hub = hub();
+        let text: String = (0..7).map(|i| device(&format!("d{i}"), "1")).collect();
+        snapshot(&hub, &format!("{NODE}{text}"));
+        // Seven devices and the model: eight records, three at a time.
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let ops = hub.take_dirty(3);
+            (!ops.is_empty()).then_some(ops.len())
+        })
+        .collect();
+        assert_eq!(sizes, [3, 3, 2]);
     }
 }

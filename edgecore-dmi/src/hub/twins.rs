@@ -123,10 +123,9 @@ impl Hub {
         };
         // Only what the device declares is kept: a peer cannot grow the node's
         // state (or its store records) with properties of its own invention.
-        let declared = &entry.stored.crd.spec.properties;
         let undeclared: Vec<String> = twins
             .iter()
-            .filter(|t| !declared.iter().any(|p| p.name == t.property_name))
+            .filter(|t| !entry.stored.declares(&t.property_name))
             .map(|t| t.property_name.clone())
             .take(10)
             .collect();

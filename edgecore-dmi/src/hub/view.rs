@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use device_crds::MetaExt;
-
 use super::catalog::DeviceEntry;
 use super::desired::effective_desired;
 use super::twins::{desired_status, now_ms};
@@ -59,11 +57,15 @@ fn rfc3339_ms(ms: u64) -> String {
 
 /// The view of device `k`; `now` is ms since the epoch.
 fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceView {
-    let crd = &e.stored.crd;
+    let crd = e.stored.crd();
+    if let Err(err) = &crd {
+        tracing::error!("{err}");
+    }
+    let spec = crd.as_ref().ok().map(|c| &c.spec);
     let protocol = e
         .protocol()
         .map(str::to_owned)
-        .or_else(|| crd.spec.protocol_name().map(str::to_owned))
+        .or_else(|| spec.and_then(|s| s.protocol_name()).map(str::to_owned))
         .unwrap_or_default();
     let mappers: Vec<String> = st
         .mappers
@@ -85,9 +87,9 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
     } else {
         None
     };
-    let properties = crd
-        .spec
-        .properties
+    let properties = spec
+        .map(|s| s.properties.as_slice())
+        .unwrap_or_default()
         .iter()
         .map(|p| {
             let t = twin.and_then(|t| t.twins.get(&p.name));
@@ -109,15 +111,19 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
         })
         .collect();
     DeviceView {
-        namespace: crd.metadata.namespace_or_default().to_owned(),
-        name: crd.metadata.name_str().to_owned(),
-        model: crd.spec.model_name().unwrap_or_default().to_owned(),
+        namespace: k.namespace().to_owned(),
+        name: k.name().to_owned(),
+        model: e
+            .stored
+            .model_key()
+            .map(|m| m.name().to_owned())
+            .unwrap_or_default(),
         errors: device_errors(st, k, e, &protocol),
         protocol,
         mappers,
         state: twin.and_then(|t| t.state.clone()),
         last_online: twin.and_then(|t| t.last_online.clone()),
-        origin: e.stored.origin.clone(),
+        origin: e.stored.origin().to_owned(),
         properties,
     }
 }

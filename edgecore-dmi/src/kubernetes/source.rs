@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use device_crds::{Device, DeviceModel, MetaExt, NODE_LABEL};
+use device_crds::{Device, DeviceModel, NODE_LABEL};
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -53,7 +53,7 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
     map: &mut BTreeMap<ObjectKey, Arc<V>>,
     init: &mut Option<BTreeMap<ObjectKey, Arc<V>>>,
     ev: watcher::Event<K>,
-    wrap: impl Fn(K) -> V,
+    wrap: impl Fn(K) -> Option<V>,
 ) -> bool {
     match ev {
         watcher::Event::Init => {
@@ -62,7 +62,10 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
         }
         watcher::Event::InitApply(o) => {
             if let Some(buf) = init.as_mut() {
-                buf.insert(ObjectKey::from_meta(o.meta()), Arc::new(wrap(o)));
+                let k = ObjectKey::from_meta(o.meta());
+                if let Some(v) = wrap(o) {
+                    buf.insert(k, Arc::new(v));
+                }
             }
             false
         }
@@ -73,8 +76,15 @@ fn apply<K: kube::Resource<DynamicType = ()> + Clone, V>(
             true
         }
         watcher::Event::Apply(o) => {
-            map.insert(ObjectKey::from_meta(o.meta()), Arc::new(wrap(o)));
-            true
+            let k = ObjectKey::from_meta(o.meta());
+            // An object that cannot be kept leaves its last good version.
+            match wrap(o) {
+                Some(v) => {
+                    map.insert(k, Arc::new(v));
+                    true
+                }
+                None => false,
+            }
         }
         watcher::Event::Delete(o) => {
             map.remove(&ObjectKey::from_meta(o.meta()));
@@ -107,7 +117,11 @@ impl DeviceSource for KubeSource {
                 _ = shutdown.cancelled() => return Ok(()),
                 ev = dev_events.next() => match ev {
                     Some(Ok(ev)) => {
-                        let done = apply(&mut dev_map, &mut dev_init, ev, |crd| StoredDevice { crd, origin: ORIGIN.to_owned() });
+                        let done = apply(&mut dev_map, &mut dev_init, ev, |crd| {
+                            StoredDevice::new(&crd, ORIGIN.into())
+                                .inspect_err(|e| tracing::error!("{e}; its last good version is kept"))
+                                .ok()
+                        });
                         dev_ready |= done;
                         done
                     }
@@ -116,7 +130,7 @@ impl DeviceSource for KubeSource {
                 },
                 ev = model_events.next() => match ev {
                     Some(Ok(ev)) => {
-                        let done = apply(&mut model_map, &mut model_init, ev, |crd| StoredModel { crd, origin: ORIGIN.to_owned() });
+                        let done = apply(&mut model_map, &mut model_init, ev, |crd| Some(StoredModel { crd, origin: ORIGIN.to_owned() }));
                         model_ready |= done;
                         done
                     }
@@ -130,18 +144,11 @@ impl DeviceSource for KubeSource {
             // The label is the selector; spec.nodeName is the truth.
             let mine: Vec<Arc<StoredDevice>> = dev_map
                 .values()
-                .filter(|d| d.crd.spec.node_name.as_deref() == Some(self.node.as_str()))
+                .filter(|d| d.node_name() == Some(self.node.as_str()))
                 .cloned()
                 .collect();
-            let wanted: std::collections::HashSet<ObjectKey> = mine
-                .iter()
-                .filter_map(|d| {
-                    d.crd
-                        .spec
-                        .model_name()
-                        .map(|m| ObjectKey::new(d.crd.metadata.namespace_or_default(), m))
-                })
-                .collect();
+            let wanted: std::collections::HashSet<ObjectKey> =
+                mine.iter().filter_map(|d| d.model_key().cloned()).collect();
             let models: Vec<Arc<StoredModel>> = model_map
                 .iter()
                 .filter(|(k, _)| wanted.contains(*k))

@@ -366,7 +366,7 @@ impl DirectorySource {
             }
             let (d, m) = &state.objects;
             for dev in d {
-                let k = format!("Device {}", ObjectKey::from_meta(&dev.crd.metadata));
+                let k = format!("Device {}", dev.key());
                 if !seen.insert(k.clone()) {
                     errors.push(format!(
                         "{}: {k} is defined in more than one file; this copy is ignored",
@@ -496,10 +496,7 @@ fn merge(origin: &str, previous: &FileObjects, parsed: ParsedFile) -> FileObject
         return (devices, models);
     }
     let (old_d, old_m) = previous;
-    let have_d: HashSet<ObjectKey> = devices
-        .iter()
-        .map(|d| ObjectKey::from_meta(&d.crd.metadata))
-        .collect();
+    let have_d: HashSet<ObjectKey> = devices.iter().map(|d| d.key().clone()).collect();
     let have_m: HashSet<ObjectKey> = models
         .iter()
         .map(|m| ObjectKey::from_meta(&m.crd.metadata))
@@ -510,8 +507,8 @@ fn merge(origin: &str, previous: &FileObjects, parsed: ParsedFile) -> FileObject
         .map(|(_, id)| id.as_str())
         .collect();
     for d in old_d {
-        let k = ObjectKey::from_meta(&d.crd.metadata);
-        if !have_d.contains(&k) && (syntax_broken || failed.contains(k.as_str())) {
+        let k = d.key();
+        if !have_d.contains(k) && (syntax_broken || failed.contains(k.as_str())) {
             tracing::warn!(device = %k, file = %origin, "keeping the last good version of the device");
             devices.push(d.clone());
         }
@@ -624,8 +621,6 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::SystemTime;
 
-    use device_crds::MetaExt;
-
     use super::super::read::Listed;
     use super::*;
 
@@ -712,10 +707,7 @@ spec:
             errors,
         } = ev;
         (
-            devices
-                .iter()
-                .map(|d| d.crd.metadata.name_str().to_owned())
-                .collect(),
+            devices.iter().map(|d| d.key().name().to_owned()).collect(),
             models.len(),
             errors.clone(),
         )

@@ -246,6 +246,8 @@ pub fn parse_file(origin: &str, text: &str) -> ParsedFile {
             return out;
         }
     };
+    // One copy of the origin for all the file's devices.
+    let shared_origin: std::sync::Arc<str> = origin.into();
     for (line, _, doc) in docs {
         let checked = match &doc {
             Document::Device(d) => check_device(d).map_err(|e| ("Device", e)),
@@ -262,10 +264,14 @@ pub fn parse_file(origin: &str, text: &str) -> ParsedFile {
         }
         match doc {
             Document::Other => {}
-            Document::Device(crd) => out.devices.push(StoredDevice {
-                crd: *crd,
-                origin: origin.to_owned(),
-            }),
+            Document::Device(crd) => match StoredDevice::new(&crd, shared_origin.clone()) {
+                Ok(d) => out.devices.push(d),
+                Err(e) => {
+                    out.errors.push(format!("{origin}:{line}: {e}"));
+                    out.failed_objects
+                        .extend(identity("Device", &Document::Device(crd)));
+                }
+            },
             Document::Model(crd) => out.models.push(StoredModel {
                 crd: *crd,
                 origin: origin.to_owned(),
@@ -338,7 +344,7 @@ spec:
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.models.len(), 1);
         assert_eq!(p.devices.len(), 1);
-        assert_eq!(p.devices[0].crd.metadata.name.as_deref(), Some("d1"));
+        assert_eq!(p.devices[0].key().name(), "d1");
     }
 
     #[test]
