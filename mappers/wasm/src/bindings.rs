@@ -11,10 +11,14 @@ wasmtime::component::bindgen!({
     path: "wit/driver.wit",
     imports: {
         "edge-dmi:driver/tcp": async | trappable,
+        "edge-dmi:driver/udp": async | trappable,
+        "edge-dmi:driver/serial": async | trappable,
         default: trappable,
     },
     exports: { default: async },
     with: {
         "edge-dmi:driver/tcp.connection": crate::host::TcpConnection,
+        "edge-dmi:driver/udp.socket": crate::host::UdpSocket,
+        "edge-dmi:driver/serial.port": crate::host::SerialPort,
     },
 });

@@ -21,6 +21,8 @@ pub const MAX_MEMORY_LIMIT_MIB: u32 = 1024;
 /// | `plugin` | path of the plugin component (`.wasm`); absolute, or relative to the mapper's working directory |
 /// | `sha256` | optional: the plugin file's SHA-256 (64 hex digits); another file is refused |
 /// | `grantTcp` | optional: `host:port` addresses the plugin may open TCP connections to, separated by commas or spaces |
+/// | `grantUdp` | optional: `host:port` addresses the plugin may open UDP sockets to, separated by commas or spaces |
+/// | `grantSerial` | optional: serial device paths the plugin may open (`/dev/ttyUSB0`), separated by commas or spaces |
 /// | `memoryLimitMiB` | optional: the instance's memory cap, MiB (default 64, at most 1024) |
 ///
 /// configData is a flat map of scalars (DMI carries nothing nested), hence
@@ -42,8 +44,46 @@ pub struct WasmConfig {
 /// Capabilities granted to one device's plugin instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// `host:port` addresses TCP connections may go to, as written.
+    /// `host:port` addresses TCP connections may go to, as written
+    /// (lower-case).
     pub tcp: BTreeSet<String>,
+    /// `host:port` addresses UDP sockets may be connected to, as written
+    /// (lower-case).
+    pub udp: BTreeSet<String>,
+    /// Serial device paths that may be opened, exactly as written.
+    pub serial: BTreeSet<String>,
+}
+
+/// Items of a grant list: separated by commas or white space.
+fn items(text: &str) -> impl Iterator<Item = &str> {
+    text.split([',', ' ', '\t', '\n', '\r'])
+        .filter(|s| !s.is_empty())
+}
+
+/// Parses a list of `host:port` items for the configData key `key`.
+fn parse_addresses(key: &str, text: &str) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::new();
+    for item in items(text) {
+        let bad = || format!("`{key}` item `{item}` is not host:port");
+        let (host, port) = item.rsplit_once(':').ok_or_else(bad)?;
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        out.insert(item.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+fn list(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "none".into()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl Grants {
@@ -52,19 +92,33 @@ impl Grants {
     /// # Errors
     /// A text naming the item that is not `host:port`.
     pub fn parse_tcp(text: &str) -> Result<BTreeSet<String>, String> {
+        parse_addresses("grantTcp", text)
+    }
+
+    /// Parses `grantUdp`: `host:port` items separated by commas or white
+    /// space, as [`Grants::parse_tcp`].
+    ///
+    /// # Errors
+    /// A text naming the item that is not `host:port`.
+    pub fn parse_udp(text: &str) -> Result<BTreeSet<String>, String> {
+        parse_addresses("grantUdp", text)
+    }
+
+    /// Parses `grantSerial`: absolute device paths separated by commas or
+    /// white space (so a path cannot contain either). Paths are kept as
+    /// written: they are matched exactly, case included, and not resolved.
+    ///
+    /// # Errors
+    /// A text naming the item that is not an absolute path.
+    pub fn parse_serial(text: &str) -> Result<BTreeSet<String>, String> {
         let mut out = BTreeSet::new();
-        for item in text.split([',', ' ', '\t', '\n']).filter(|s| !s.is_empty()) {
-            let (host, port) = item
-                .rsplit_once(':')
-                .ok_or_else(|| format!("`grantTcp` item `{item}` is not host:port"))?;
-            let host_ok = !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-            if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(format!("`grantTcp` item `{item}` is not host:port"));
+        for item in items(text) {
+            if !item.starts_with('/') || item.len() < 2 || item.contains('\0') {
+                return Err(format!(
+                    "`grantSerial` item `{item}` is not an absolute device path"
+                ));
             }
-            out.insert(item.to_ascii_lowercase());
+            out.insert(item.to_owned());
         }
         Ok(out)
     }
@@ -74,13 +128,45 @@ impl Grants {
         self.tcp.contains(&address.trim().to_ascii_lowercase())
     }
 
-    /// The granted TCP addresses, for messages.
+    /// Whether a UDP socket connected to `address` is granted.
+    pub fn allows_udp(&self, address: &str) -> bool {
+        self.udp.contains(&address.trim().to_ascii_lowercase())
+    }
+
+    /// Whether the serial port at `path` (compared exactly) is granted.
+    pub fn allows_serial(&self, path: &str) -> bool {
+        self.serial.contains(path)
+    }
+
+    /// The granted TCP addresses, for messages (`none` when there are none).
     pub fn tcp_list(&self) -> String {
-        if self.tcp.is_empty() {
-            "none".into()
-        } else {
-            self.tcp.iter().cloned().collect::<Vec<_>>().join(", ")
-        }
+        list(&self.tcp)
+    }
+
+    /// The granted UDP addresses, for messages (`none` when there are none).
+    pub fn udp_list(&self) -> String {
+        list(&self.udp)
+    }
+
+    /// The granted serial paths, for messages (`none` when there are none).
+    pub fn serial_list(&self) -> String {
+        list(&self.serial)
+    }
+}
+
+/// Takes the grant list `key` out of configData and parses it with `parse`.
+fn take_grant<E: serde::de::Error>(
+    map: &mut Map<String, Json>,
+    key: &str,
+    what: &str,
+    parse: fn(&str) -> Result<BTreeSet<String>, String>,
+) -> Result<BTreeSet<String>, E> {
+    match map.remove(key) {
+        None => Ok(BTreeSet::new()),
+        Some(Json::String(s)) => parse(&s).map_err(E::custom),
+        Some(other) => Err(E::custom(format!(
+            "`{key}` must be text ({what}, ...), not {other}"
+        ))),
     }
 }
 
@@ -118,15 +204,14 @@ impl<'de> Deserialize<'de> for WasmConfig {
                 )));
             }
         };
-        let tcp = match map.remove("grantTcp") {
-            None => BTreeSet::new(),
-            Some(Json::String(s)) => Grants::parse_tcp(&s).map_err(D::Error::custom)?,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "`grantTcp` must be text (host:port, ...), not {other}"
-                )));
-            }
-        };
+        let tcp = take_grant::<D::Error>(&mut map, "grantTcp", "host:port", Grants::parse_tcp)?;
+        let udp = take_grant::<D::Error>(&mut map, "grantUdp", "host:port", Grants::parse_udp)?;
+        let serial = take_grant::<D::Error>(
+            &mut map,
+            "grantSerial",
+            "/dev/ttyUSB0",
+            Grants::parse_serial,
+        )?;
         let mib = match map.remove("memoryLimitMiB") {
             None => DEFAULT_MEMORY_LIMIT_MIB,
             Some(v) => match v.as_u64() {
@@ -141,7 +226,7 @@ impl<'de> Deserialize<'de> for WasmConfig {
         Ok(WasmConfig {
             plugin,
             sha256,
-            grants: Grants { tcp },
+            grants: Grants { tcp, udp, serial },
             memory_limit: (mib as usize) << 20,
             plugin_config: map,
         })
@@ -262,5 +347,57 @@ mod tests {
             cfg(json!({"plugin": "x"})).unwrap().grants.tcp_list(),
             "none"
         );
+    }
+
+    #[test]
+    fn udp_and_serial_grants_are_parsed_and_matched_exactly() {
+        let c = cfg(json!({
+            "plugin": "x",
+            "grantUdp": "127.0.0.1:5683,  Sensor.local:47808",
+            "grantSerial": "/dev/ttyUSB0, /dev/serial/by-id/usb-FTDI-if00\n/dev/ttyS1",
+            "baud": 9600
+        }))
+        .unwrap();
+        assert!(c.grants.allows_udp("127.0.0.1:5683"));
+        assert!(c.grants.allows_udp("sensor.LOCAL:47808"));
+        assert!(!c.grants.allows_udp("127.0.0.1:5684"));
+        assert!(
+            !c.grants.allows_tcp("127.0.0.1:5683"),
+            "a UDP grant is not a TCP grant"
+        );
+        assert!(c.grants.allows_serial("/dev/ttyUSB0"));
+        assert!(c.grants.allows_serial("/dev/serial/by-id/usb-FTDI-if00"));
+        assert!(c.grants.allows_serial("/dev/ttyS1"));
+        for other in [
+            "/dev/ttyusb0",
+            "/dev/ttyUSB1",
+            "/dev/../dev/ttyUSB0",
+            "ttyUSB0",
+            "",
+        ] {
+            assert!(!c.grants.allows_serial(other), "{other}");
+        }
+        assert_eq!(c.grants.udp_list(), "127.0.0.1:5683, sensor.local:47808");
+        assert_eq!(plugin_json(&c).unwrap(), r#"{"baud":9600}"#);
+        let none = cfg(json!({"plugin": "x"})).unwrap().grants;
+        assert_eq!(
+            (none.udp_list(), none.serial_list()),
+            ("none".into(), "none".into())
+        );
+    }
+
+    #[test]
+    fn bad_udp_and_serial_grants_are_named() {
+        let e = cfg(json!({"plugin": "x", "grantUdp": "10.0.0.1"})).unwrap_err();
+        assert!(e.contains("`grantUdp`") && e.contains("`10.0.0.1`"), "{e}");
+        let e = cfg(json!({"plugin": "x", "grantUdp": 5683})).unwrap_err();
+        assert!(e.contains("`grantUdp` must be text"), "{e}");
+        let e = cfg(json!({"plugin": "x", "grantSerial": "ttyUSB0"})).unwrap_err();
+        assert!(
+            e.contains("`grantSerial`") && e.contains("`ttyUSB0`"),
+            "{e}"
+        );
+        let e = cfg(json!({"plugin": "x", "grantSerial": true})).unwrap_err();
+        assert!(e.contains("`grantSerial` must be text"), "{e}");
     }
 }

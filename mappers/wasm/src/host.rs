@@ -1,6 +1,6 @@
 //! What one plugin instance's store holds, and the host functions it may
-//! call: logging, monotonic time, randomness, TCP to granted addresses, and
-//! WASI with nothing granted.
+//! call: logging, monotonic time, randomness, TCP and UDP to granted
+//! addresses, granted serial ports, and WASI with nothing granted.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,17 +14,22 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::edge_dmi::driver::{host, tcp, types};
+use crate::bindings::edge_dmi::driver::{host, serial, tcp, types, udp};
 use crate::config::Grants;
 
 /// Largest `random-bytes` request.
 pub(crate) const MAX_RANDOM_BYTES: u32 = 4096;
-/// Largest `recv` buffer.
+/// Largest `recv` (TCP, UDP) or `read` (serial) buffer, bytes.
 pub(crate) const MAX_RECV: u32 = 65536;
-/// Largest `send` payload (a plugin's own memory bounds it anyway).
+/// Largest TCP `send` or serial `write` payload, bytes (a plugin's own
+/// memory bounds it anyway).
 pub(crate) const MAX_SEND: usize = 1 << 20;
-/// Open TCP connections per instance.
+/// Largest UDP datagram payload, bytes (what IPv4 can carry).
+pub(crate) const MAX_DATAGRAM: usize = 65507;
+/// Open TCP connections, UDP sockets and serial ports per instance, together.
 pub(crate) const MAX_CONNECTIONS: usize = 16;
+/// Highest serial baud rate accepted, bits per second.
+pub(crate) const MAX_BAUD_RATE: u32 = 4_000_000;
 /// Plugin log lines are cut here (bytes).
 pub(crate) const LOG_LINE_MAX: usize = 1024;
 /// Plugin log lines allowed in a burst, and refilled per second.
@@ -44,6 +49,23 @@ pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub struct TcpConnection {
     stream: tokio::net::TcpStream,
     address: String,
+}
+
+/// A UDP socket a plugin opened (the `socket` resource), connected to one
+/// granted peer.
+#[derive(Debug)]
+#[allow(unreachable_pub)] // named by the generated bindings (a `pub use`)
+pub struct UdpSocket {
+    socket: tokio::net::UdpSocket,
+    address: String,
+}
+
+/// A serial port a plugin opened (the `port` resource).
+#[derive(Debug)]
+#[allow(unreachable_pub)] // named by the generated bindings (a `pub use`)
+pub struct SerialPort {
+    port: tokio_serial::SerialStream,
+    path: String,
 }
 
 /// Why the host stopped a call (recognised when the call's error comes back).
@@ -181,6 +203,31 @@ impl HostState {
     fn wait(&self, timeout_ms: u32) -> Duration {
         Duration::from_millis(u64::from(timeout_ms)).min(self.remaining())
     }
+
+    /// The `config` error of a capability use that the device does not
+    /// grant: it names the plugin, what was asked (`target`), the configData
+    /// key that would grant it and what that key grants.
+    fn denied(&self, what: &str, target: &str, key: &str, granted: &str) -> types::DriverError {
+        tracing::warn!(
+            plugin = &*self.plugin,
+            "{what} {target} denied: not in {key}"
+        );
+        types::DriverError::Config(format!(
+            "plugin {}: {what} {target} denied: not in this device's {key} (granted: {granted})",
+            self.plugin
+        ))
+    }
+
+    /// The error of opening one more connection, socket or port than
+    /// [`MAX_CONNECTIONS`], if this would be one.
+    fn over_limit(&self) -> Option<types::DriverError> {
+        (self.connections >= MAX_CONNECTIONS).then(|| {
+            types::DriverError::Config(format!(
+                "plugin {}: more than {MAX_CONNECTIONS} open connections, sockets and ports",
+                self.plugin
+            ))
+        })
+    }
 }
 
 impl WasiView for HostState {
@@ -277,18 +324,16 @@ impl tcp::Host for HostState {
     ) -> wasmtime::Result<Result<Resource<TcpConnection>, types::DriverError>> {
         let address = address.trim().to_owned();
         if !self.grants.allows_tcp(&address) {
-            tracing::warn!(plugin = &*self.plugin, %address, "tcp connect denied: not granted");
-            return Ok(Err(types::DriverError::Config(format!(
-                "plugin {}: tcp connect to {address} denied: not in this device's grantTcp (granted: {})",
-                self.plugin,
-                self.grants.tcp_list()
-            ))));
+            let granted = self.grants.tcp_list();
+            return Ok(Err(self.denied(
+                "tcp connect to",
+                &address,
+                "grantTcp",
+                &granted,
+            )));
         }
-        if self.connections >= MAX_CONNECTIONS {
-            return Ok(Err(types::DriverError::Config(format!(
-                "plugin {}: more than {MAX_CONNECTIONS} open connections",
-                self.plugin
-            ))));
+        if let Some(e) = self.over_limit() {
+            return Ok(Err(e));
         }
         let wait = self.wait(timeout_ms);
         let stream =
@@ -359,6 +404,279 @@ impl tcp::HostConnection for HostState {
 
     async fn drop(&mut self, conn: Resource<TcpConnection>) -> wasmtime::Result<()> {
         self.table.delete(conn)?;
+        self.connections = self.connections.saturating_sub(1);
+        Ok(())
+    }
+}
+
+/// A UDP socket bound to an ephemeral port of `address`'s family and
+/// connected to it: the kernel then drops datagrams from anyone else.
+async fn open_udp(address: &str) -> io::Result<tokio::net::UdpSocket> {
+    let mut last = None;
+    for peer in tokio::net::lookup_host(address).await? {
+        let local: std::net::SocketAddr = if peer.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = match tokio::net::UdpSocket::bind(local).await {
+            Ok(s) => s,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        match socket.connect(peer).await {
+            Ok(()) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address")
+    }))
+}
+
+impl udp::Host for HostState {
+    async fn open(
+        &mut self,
+        address: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Resource<UdpSocket>, types::DriverError>> {
+        let address = address.trim().to_owned();
+        if !self.grants.allows_udp(&address) {
+            let granted = self.grants.udp_list();
+            return Ok(Err(self.denied(
+                "udp socket to",
+                &address,
+                "grantUdp",
+                &granted,
+            )));
+        }
+        if let Some(e) = self.over_limit() {
+            return Ok(Err(e));
+        }
+        let wait = self.wait(timeout_ms);
+        let socket = match tokio::time::timeout(wait, open_udp(&address)).await {
+            Err(_) => return Ok(Err(timeout_error(wait))),
+            Ok(Err(e)) => {
+                return Ok(Err(types::DriverError::Transport(format!(
+                    "opening a UDP socket to {address}: {e}"
+                ))));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let handle = self.table.push(UdpSocket { socket, address })?;
+        self.connections += 1;
+        Ok(Ok(handle))
+    }
+}
+
+impl udp::HostSocket for HostState {
+    async fn send(
+        &mut self,
+        socket: Resource<UdpSocket>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), types::DriverError>> {
+        if data.len() > MAX_DATAGRAM {
+            return Ok(Err(types::DriverError::Value(format!(
+                "datagram of {} bytes; at most {MAX_DATAGRAM}",
+                data.len()
+            ))));
+        }
+        let wait = self.remaining();
+        let s = self.table.get(&socket)?;
+        Ok(
+            match tokio::time::timeout(wait, s.socket.send(&data)).await {
+                Err(_) => Err(timeout_error(wait)),
+                Ok(Err(e)) => Err(types::DriverError::Transport(format!(
+                    "sending to {}: {e}",
+                    s.address
+                ))),
+                Ok(Ok(n)) if n < data.len() => Err(types::DriverError::Transport(format!(
+                    "sending to {}: only {n} of {} bytes went out",
+                    s.address,
+                    data.len()
+                ))),
+                Ok(Ok(_)) => Ok(()),
+            },
+        )
+    }
+
+    async fn recv(
+        &mut self,
+        socket: Resource<UdpSocket>,
+        max: u32,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::DriverError>> {
+        let wait = self.wait(timeout_ms);
+        let s = self.table.get(&socket)?;
+        let mut buf = vec![0u8; max.clamp(1, MAX_RECV) as usize];
+        Ok(
+            match tokio::time::timeout(wait, s.socket.recv(&mut buf)).await {
+                Err(_) => Err(timeout_error(wait)),
+                Ok(Err(e)) => Err(types::DriverError::Transport(format!(
+                    "receiving from {}: {e}",
+                    s.address
+                ))),
+                Ok(Ok(n)) => {
+                    buf.truncate(n);
+                    Ok(buf)
+                }
+            },
+        )
+    }
+
+    async fn drop(&mut self, socket: Resource<UdpSocket>) -> wasmtime::Result<()> {
+        self.table.delete(socket)?;
+        self.connections = self.connections.saturating_sub(1);
+        Ok(())
+    }
+}
+
+/// The port builder for `settings`, or why they are not supported.
+fn serial_builder(
+    path: &str,
+    settings: &serial::Settings,
+) -> Result<tokio_serial::SerialPortBuilder, String> {
+    use tokio_serial::{DataBits, FlowControl, Parity, StopBits};
+    if !(1..=MAX_BAUD_RATE).contains(&settings.baud_rate) {
+        return Err(format!(
+            "baud rate {} is not from 1 to {MAX_BAUD_RATE}",
+            settings.baud_rate
+        ));
+    }
+    let data_bits = match settings.data_bits {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        8 => DataBits::Eight,
+        n => return Err(format!("{n} data bits; 5, 6, 7 or 8")),
+    };
+    let stop_bits = match settings.stop_bits {
+        1 => StopBits::One,
+        2 => StopBits::Two,
+        n => return Err(format!("{n} stop bits; 1 or 2")),
+    };
+    let parity = match settings.parity {
+        serial::Parity::None => Parity::None,
+        serial::Parity::Odd => Parity::Odd,
+        serial::Parity::Even => Parity::Even,
+    };
+    Ok(tokio_serial::new(path, settings.baud_rate)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .parity(parity)
+        .flow_control(FlowControl::None))
+}
+
+impl serial::Host for HostState {
+    async fn open(
+        &mut self,
+        path: String,
+        settings: serial::Settings,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Resource<SerialPort>, types::DriverError>> {
+        if !self.grants.allows_serial(&path) {
+            let granted = self.grants.serial_list();
+            return Ok(Err(self.denied(
+                "serial open of",
+                &path,
+                "grantSerial",
+                &granted,
+            )));
+        }
+        let builder = match serial_builder(&path, &settings) {
+            Ok(b) => b,
+            Err(why) => {
+                return Ok(Err(types::DriverError::Config(format!(
+                    "serial port {path}: {why}"
+                ))));
+            }
+        };
+        if let Some(e) = self.over_limit() {
+            return Ok(Err(e));
+        }
+        let wait = self.wait(timeout_ms);
+        // Opening a tty is a handful of system calls that may sleep (a port
+        // whose driver is slow to answer): never on a runtime thread.
+        let opening =
+            tokio::task::spawn_blocking(move || tokio_serial::SerialStream::open(&builder));
+        let port = match tokio::time::timeout(wait, opening).await {
+            Err(_) => return Ok(Err(timeout_error(wait))),
+            Ok(Err(e)) => {
+                return Ok(Err(types::DriverError::Transport(format!(
+                    "opening {path}: {e}"
+                ))));
+            }
+            Ok(Ok(Err(e))) => {
+                return Ok(Err(types::DriverError::Transport(format!(
+                    "opening {path}: {e}"
+                ))));
+            }
+            Ok(Ok(Ok(p))) => p,
+        };
+        let handle = self.table.push(SerialPort { port, path })?;
+        self.connections += 1;
+        Ok(Ok(handle))
+    }
+}
+
+impl serial::HostPort for HostState {
+    async fn write(
+        &mut self,
+        port: Resource<SerialPort>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), types::DriverError>> {
+        if data.len() > MAX_SEND {
+            return Ok(Err(types::DriverError::Value(format!(
+                "write of {} bytes; at most {MAX_SEND} per call",
+                data.len()
+            ))));
+        }
+        let wait = self.remaining();
+        let p = self.table.get_mut(&port)?;
+        Ok(
+            match tokio::time::timeout(wait, p.port.write_all(&data)).await {
+                Err(_) => Err(timeout_error(wait)),
+                Ok(Err(e)) => Err(types::DriverError::Transport(format!(
+                    "writing to {}: {e}",
+                    p.path
+                ))),
+                Ok(Ok(())) => Ok(()),
+            },
+        )
+    }
+
+    async fn read(
+        &mut self,
+        port: Resource<SerialPort>,
+        max: u32,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::DriverError>> {
+        let wait = self.wait(timeout_ms);
+        let p = self.table.get_mut(&port)?;
+        let mut buf = vec![0u8; max.clamp(1, MAX_RECV) as usize];
+        Ok(
+            match tokio::time::timeout(wait, p.port.read(&mut buf)).await {
+                Err(_) => Err(timeout_error(wait)),
+                Ok(Err(e)) => Err(types::DriverError::Transport(format!(
+                    "reading from {}: {e}",
+                    p.path
+                ))),
+                Ok(Ok(0)) => Err(types::DriverError::Transport(format!(
+                    "{} was closed",
+                    p.path
+                ))),
+                Ok(Ok(n)) => {
+                    buf.truncate(n);
+                    Ok(buf)
+                }
+            },
+        )
+    }
+
+    async fn drop(&mut self, port: Resource<SerialPort>) -> wasmtime::Result<()> {
+        self.table.delete(port)?;
         self.connections = self.connections.saturating_sub(1);
         Ok(())
     }
@@ -456,6 +774,25 @@ mod tests {
         let text = t.text().unwrap();
         assert_eq!(text.len(), STDERR_TAIL);
         assert!(text.ends_with("panicked at boom"));
+    }
+
+    #[test]
+    fn serial_settings_outside_what_a_uart_does_are_named() {
+        let ok = serial::Settings {
+            baud_rate: 9600,
+            data_bits: 8,
+            parity: serial::Parity::Even,
+            stop_bits: 1,
+        };
+        assert!(serial_builder("/dev/ttyS0", &ok).is_ok());
+        for (bad, expect) in [
+            (serial::Settings { baud_rate: 0, ..ok }, "baud rate 0"),
+            (serial::Settings { data_bits: 9, ..ok }, "9 data bits"),
+            (serial::Settings { stop_bits: 3, ..ok }, "3 stop bits"),
+        ] {
+            let e = serial_builder("/dev/ttyS0", &bad).err().unwrap();
+            assert!(e.contains(expect), "{e}");
+        }
     }
 
     #[test]

@@ -23,8 +23,9 @@
 //!
 //! The device's `protocol.configData` names the plugin and what it may do
 //! ([`WasmConfig`]): `plugin` (path of the `.wasm` file), optional `sha256`
-//! (the file's hash; another file is refused), optional `grantTcp`
-//! (`host:port, ...`), optional `memoryLimitMiB`. Every other key reaches
+//! (the file's hash; another file is refused), optional `grantTcp` and
+//! `grantUdp` (`host:port, ...`), optional `grantSerial` (`/dev/ttyUSB0,
+//! ...`), optional `memoryLimitMiB`. Every other key reaches
 //! the plugin's `connect` as a JSON object, and each property's
 //! `visitors.configData` reaches the plugin's `prepare` as a JSON object, once
 //! per property and instance; reads and writes name it by the handle
@@ -37,7 +38,8 @@
 //! * the host interfaces of `wit/driver.wit`: `log` (through `tracing`,
 //!   inside the SDK's per-device span, rate-limited: a burst of 20 lines,
 //!   then 5 per second, each cut at 1 KiB), `monotonic-now`, `random-bytes`,
-//!   and `tcp` (`connect`/`send`/`recv`);
+//!   `tcp` (`connect`/`send`/`recv`), `udp` (`open`/`send`/`recv`, a socket
+//!   connected to one granted peer) and `serial` (`open`/`write`/`read`);
 //! * WASI 0.2 (`wasmtime-wasi`) with **nothing granted**, because Rust's
 //!   `std` on `wasm32-wasip2` imports `wasi:cli` and `wasi:io` and would not
 //!   link otherwise: no preopened directories (opening a file fails), no
@@ -50,15 +52,19 @@
 //!   interfaces, unknown host functions) fails to load with an error naming
 //!   the import.
 //!
-//! TCP is a host interface behind a per-device allow-list rather than WASI
-//! sockets with an address check, for three reasons: the check sees the
+//! TCP, UDP and serial ports are host interfaces behind per-device
+//! allow-lists (`grantTcp`, `grantUdp`, `grantSerial`, each matched exactly
+//! as written) rather than WASI sockets with an address check (WASI 0.2 has
+//! no serial ports at all), for three reasons: the check sees the
 //! exact `host:port` text the device's YAML grants (WASI's check sees a
 //! resolved `SocketAddr` and no host name, so `plc.local:502` could not be
 //! granted); a refused connect returns a `config` error that names the
 //! address, the plugin and what is granted (WASI can only say "access
 //! denied"); and every wait is cut at the call's deadline (a WASI stream
-//! read has no deadline of ours). The grant list is one configData text
-//! because DMI configData is a flat map of scalars.
+//! read has no deadline of ours). The grant lists are configData texts
+//! because DMI configData is a flat map of scalars. Buffers are bounded:
+//! 64 KiB per receive or read, 64 KiB per datagram, 1 MiB per TCP send or
+//! serial write, 16 open connections, sockets and ports per instance.
 //!
 //! ## Limits
 //!
@@ -68,7 +74,7 @@
 //!   default 5 s; `read-batch` gets it per address, up to 8 times, as the
 //!   SDK does). It is enforced with epoch interruption ([`EPOCH_TICK`], every
 //!   10 ms), which also makes a busy plugin yield its thread at each tick;
-//!   host TCP waits are cut at the deadline too. A call past its deadline
+//!   host TCP, UDP and serial waits are cut at the deadline too. A call past its deadline
 //!   traps and becomes [`mapper_sdk::DriverError::Timeout`].
 //! * **Memory.** Each instance may grow its memories to
 //!   [`DEFAULT_MEMORY_LIMIT_MIB`] (64 MiB) unless the device sets

@@ -17,7 +17,7 @@ use mapper_wasm_guest::{Driver, DriverError, DriverResult, Value, export_driver}
 use serde::Deserialize;
 
 /// Protocol configData (besides the host's `plugin`, `sha256`, `grantTcp`,
-/// `memoryLimitMiB`).
+/// `grantUdp`, `grantSerial`, `memoryLimitMiB`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {

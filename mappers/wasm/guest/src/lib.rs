@@ -51,6 +51,10 @@
 //! * [`tcp::TcpStream`]: TCP connections to the `host:port`s listed in the
 //!   device's `grantTcp`; any other address fails with a
 //!   [`DriverError::Config`] naming it.
+//! * [`udp::UdpSocket`]: UDP datagrams to and from one of the `host:port`s
+//!   listed in the device's `grantUdp`, likewise.
+//! * [`serial::SerialPort`]: the serial ports whose paths the device's
+//!   `grantSerial` lists (`/dev/ttyUSB0`), matched exactly, likewise.
 //!
 //! Nothing else. The host also links WASI 0.2 (Rust's `std` on
 //! `wasm32-wasip2` needs it) with nothing granted: `std::fs` finds no
@@ -99,7 +103,8 @@ pub type DriverResult<T> = Result<T, DriverError>;
 /// plugin per device).
 ///
 /// `Config` is decoded from the device's `protocol.configData` (as JSON,
-/// without the host's keys `plugin`, `sha256`, `grantTcp`, `memoryLimitMiB`);
+/// without the host's keys `plugin`, `sha256`, `grantTcp`, `grantUdp`,
+/// `grantSerial`, `memoryLimitMiB`);
 /// `Address` from each property's `visitors.configData`. Numbers that are
 /// whole arrive as integers.
 pub trait Driver: Sized + 'static {
@@ -254,11 +259,7 @@ pub mod tcp {
     use std::time::Duration;
 
     use crate::bindings::edge_dmi::driver::tcp as imports;
-    use crate::{DriverError, DriverResult, host};
-
-    fn millis(d: Duration) -> u32 {
-        u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-    }
+    use crate::{DriverError, DriverResult, host, millis};
 
     /// An open TCP connection; closed when dropped.
     #[derive(Debug)]
@@ -325,6 +326,213 @@ pub mod tcp {
                         "{} closed the connection",
                         self.address
                     )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Timeouts as the WIT contract takes them: milliseconds, saturating.
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// UDP through the host's capability: sockets connected to one of the
+/// addresses the device's `grantUdp` lists.
+pub mod udp {
+    use std::time::Duration;
+
+    use crate::bindings::edge_dmi::driver::udp as imports;
+    use crate::{DriverResult, millis};
+
+    /// Largest datagram [`UdpSocket::send`] sends, bytes.
+    pub const MAX_DATAGRAM: usize = 65507;
+
+    /// A UDP socket connected to one granted peer: it sends only there and
+    /// receives only that peer's datagrams. Closed when dropped.
+    #[derive(Debug)]
+    pub struct UdpSocket {
+        socket: imports::Socket,
+        address: String,
+    }
+
+    impl UdpSocket {
+        /// Opens a socket connected to `address` (`host:port`, written
+        /// exactly as in the device's `grantUdp`); resolving a host name
+        /// waits at most `timeout`.
+        ///
+        /// # Errors
+        /// `Config` when the address is not granted (the message names it),
+        /// `Transport` or `Timeout` when the socket cannot be opened.
+        pub fn open(address: &str, timeout: Duration) -> DriverResult<Self> {
+            let socket = imports::open(address, millis(timeout))?;
+            Ok(Self {
+                socket,
+                address: address.to_owned(),
+            })
+        }
+
+        /// The address this socket is connected to.
+        pub fn address(&self) -> &str {
+            &self.address
+        }
+
+        /// Sends `data` as one datagram (at most [`MAX_DATAGRAM`] bytes).
+        ///
+        /// # Errors
+        /// `Value` when `data` is longer, `Transport` when sending failed
+        /// (also after the peer's host answered an earlier datagram with
+        /// "port unreachable").
+        pub fn send(&self, data: &[u8]) -> DriverResult<()> {
+            self.socket.send(data)
+        }
+
+        /// Waits up to `timeout` for one datagram from the peer and returns
+        /// at most `max` bytes of it (at most 65536); the rest of a longer
+        /// datagram is lost.
+        ///
+        /// # Errors
+        /// `Timeout` when nothing arrived in time, `Transport` when the
+        /// socket failed (the peer's host answered "port unreachable").
+        pub fn recv(&self, max: usize, timeout: Duration) -> DriverResult<Vec<u8>> {
+            self.socket
+                .recv(u32::try_from(max).unwrap_or(u32::MAX), millis(timeout))
+        }
+
+        /// Sends `request` and waits up to `timeout` for one answer of at
+        /// most `max` bytes.
+        ///
+        /// # Errors
+        /// As [`UdpSocket::send`] and [`UdpSocket::recv`].
+        pub fn exchange(
+            &self,
+            request: &[u8],
+            max: usize,
+            timeout: Duration,
+        ) -> DriverResult<Vec<u8>> {
+            self.send(request)?;
+            self.recv(max, timeout)
+        }
+    }
+}
+
+/// Serial ports through the host's capability: only the paths the device's
+/// `grantSerial` lists.
+pub mod serial {
+    use std::time::Duration;
+
+    use crate::bindings::edge_dmi::driver::serial as imports;
+    use crate::{DriverError, DriverResult, host, millis};
+
+    pub use imports::{Parity, Settings};
+
+    impl Settings {
+        /// `baud_rate` bits per second, 8 data bits, no parity, 1 stop bit
+        /// (8N1).
+        pub fn new(baud_rate: u32) -> Self {
+            Self {
+                baud_rate,
+                data_bits: 8,
+                parity: Parity::None,
+                stop_bits: 1,
+            }
+        }
+
+        /// With `data_bits` (5 to 8) data bits per character.
+        #[must_use]
+        pub fn data_bits(mut self, data_bits: u8) -> Self {
+            self.data_bits = data_bits;
+            self
+        }
+
+        /// With `parity`.
+        #[must_use]
+        pub fn parity(mut self, parity: Parity) -> Self {
+            self.parity = parity;
+            self
+        }
+
+        /// With `stop_bits` (1 or 2) stop bits per character.
+        #[must_use]
+        pub fn stop_bits(mut self, stop_bits: u8) -> Self {
+            self.stop_bits = stop_bits;
+            self
+        }
+    }
+
+    impl Default for Settings {
+        /// 9600 bits per second, 8N1.
+        fn default() -> Self {
+            Self::new(9600)
+        }
+    }
+
+    /// An open serial port, this instance's alone; closed when dropped.
+    #[derive(Debug)]
+    pub struct SerialPort {
+        port: imports::Port,
+        path: String,
+    }
+
+    impl SerialPort {
+        /// Opens the port at `path` (written exactly as in the device's
+        /// `grantSerial`) with `settings`, within `timeout`.
+        ///
+        /// # Errors
+        /// `Config` when the path is not granted (the message names it) or
+        /// the settings are not supported, `Transport` when the port is
+        /// missing or busy, `Timeout`.
+        pub fn open(path: &str, settings: Settings, timeout: Duration) -> DriverResult<Self> {
+            let port = imports::open(path, settings, millis(timeout))?;
+            Ok(Self {
+                port,
+                path: path.to_owned(),
+            })
+        }
+
+        /// The path this port was opened at.
+        pub fn path(&self) -> &str {
+            &self.path
+        }
+
+        /// Writes all of `data` (at most 1 MiB per call).
+        ///
+        /// # Errors
+        /// `Transport` when the port failed, `Timeout` when the call's
+        /// deadline passed first.
+        pub fn write(&self, data: &[u8]) -> DriverResult<()> {
+            self.port.write(data)
+        }
+
+        /// Waits up to `timeout` for data and returns what arrived (at least
+        /// one byte, at most `max`, at most 65536).
+        ///
+        /// # Errors
+        /// `Timeout` when nothing arrived in time, `Transport` when the port
+        /// failed or was closed.
+        pub fn read(&self, max: usize, timeout: Duration) -> DriverResult<Vec<u8>> {
+            self.port
+                .read(u32::try_from(max).unwrap_or(u32::MAX), millis(timeout))
+        }
+
+        /// Reads exactly `n` bytes within `timeout` in all.
+        ///
+        /// # Errors
+        /// `Timeout` when they did not arrive in time, `Transport` when the
+        /// port failed.
+        pub fn read_exact(&self, n: usize, timeout: Duration) -> DriverResult<Vec<u8>> {
+            let deadline = host::now() + timeout;
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                let left = deadline.saturating_sub(host::now());
+                if left.is_zero() {
+                    return Err(DriverError::timeout(timeout));
+                }
+                let chunk = self.read(n - out.len(), left)?;
+                if chunk.is_empty() {
+                    return Err(DriverError::transport(format!("{} was closed", self.path)));
                 }
                 out.extend_from_slice(&chunk);
             }

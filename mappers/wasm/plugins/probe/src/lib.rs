@@ -8,10 +8,20 @@
 //! variable `name`, and the count of all variables), `wasiSocket` (a
 //! `std::net::TcpStream` to `address`), `tcp` (the host's TCP capability to
 //! `address`), `panic`, `ok` (reads 1).
+//!
+//! Two probes exercise the host's capabilities with a peer the test runs:
+//! `udp` sends `payload` in one datagram over a socket to `address` and
+//! reads the first answer as text; `serial` opens the port at `path`
+//! (`baudRate`, default 9600; `dataBits` 8; `parity` `none`; `stopBits` 1),
+//! writes `payload` and reads `expect` bytes of answer (default: as many as
+//! it wrote) as text. Their host errors (not granted, timeouts, bad
+//! settings) are the property's errors as they came.
 
 use std::time::Duration;
 
+use mapper_wasm_guest::serial::{Parity, SerialPort, Settings};
 use mapper_wasm_guest::tcp::TcpStream;
+use mapper_wasm_guest::udp::UdpSocket;
 use mapper_wasm_guest::{Driver, DriverError, DriverResult, Value, export_driver};
 use serde::Deserialize;
 
@@ -26,6 +36,8 @@ enum Probe {
     Env,
     WasiSocket,
     Tcp,
+    Udp,
+    Serial,
     Panic,
     Ok,
 }
@@ -39,6 +51,67 @@ struct ProbeAddress {
     name: String,
     #[serde(default)]
     address: String,
+    #[serde(default)]
+    payload: String,
+    #[serde(default)]
+    expect: Option<usize>,
+    #[serde(default = "default_baud_rate", rename = "baudRate")]
+    baud_rate: u32,
+    #[serde(default = "default_data_bits", rename = "dataBits")]
+    data_bits: u8,
+    #[serde(default)]
+    parity: ParityName,
+    #[serde(default = "default_stop_bits", rename = "stopBits")]
+    stop_bits: u8,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ParityName {
+    #[default]
+    None,
+    Odd,
+    Even,
+}
+
+fn default_baud_rate() -> u32 {
+    9600
+}
+
+fn default_data_bits() -> u8 {
+    8
+}
+
+fn default_stop_bits() -> u8 {
+    1
+}
+
+const WAIT: Duration = Duration::from_millis(1000);
+
+fn text(bytes: Vec<u8>) -> DriverResult<Value> {
+    String::from_utf8(bytes)
+        .map(Value::Text)
+        .map_err(|e| DriverError::protocol(format!("answer is not UTF-8: {e}")))
+}
+
+fn udp(at: &ProbeAddress) -> DriverResult<Value> {
+    let socket = UdpSocket::open(&at.address, WAIT)?;
+    text(socket.exchange(at.payload.as_bytes(), 65536, WAIT)?)
+}
+
+fn serial(at: &ProbeAddress) -> DriverResult<Value> {
+    let parity = match at.parity {
+        ParityName::None => Parity::None,
+        ParityName::Odd => Parity::Odd,
+        ParityName::Even => Parity::Even,
+    };
+    let settings = Settings::new(at.baud_rate)
+        .data_bits(at.data_bits)
+        .parity(parity)
+        .stop_bits(at.stop_bits);
+    let port = SerialPort::open(&at.path, settings, WAIT)?;
+    port.write(at.payload.as_bytes())?;
+    text(port.read_exact(at.expect.unwrap_or(at.payload.len()), WAIT)?)
 }
 
 struct ProbeDriver;
@@ -91,6 +164,8 @@ impl Driver for ProbeDriver {
                 Ok(_) => Ok(Value::Text(format!("ALLOWED: host TCP to {}", at.address))),
                 Err(e) => Err(e),
             },
+            Probe::Udp => udp(at),
+            Probe::Serial => serial(at),
             Probe::Panic => panic!("the probe panics on purpose"),
             Probe::Ok => Ok(Value::Int(1)),
         }
