@@ -186,6 +186,53 @@ fn mapper_daemonset_template_is_usable() {
     assert_eq!(cfg.protocol, "modbus");
 }
 
+#[test]
+fn opcua_mapper_keeps_its_pki_on_the_host_and_passwords_in_a_secret() {
+    let d = docs();
+    let ds = get(&d, "DaemonSet", "mapper-opcua");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert!(spec["nodeSelector"].is_object());
+    let volumes = spec["volumes"].as_array().unwrap();
+    let volume = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("volume {name}"))
+    };
+    let mounts = spec["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("mount {name}"))
+    };
+    assert_eq!(volume("kubeedge")["hostPath"]["path"], "/etc/kubeedge");
+    // The config is a valid mapper config; its state directory (the PKI) is
+    // a host path, mounted where the config says.
+    let cm = get(&d, "ConfigMap", "mapper-opcua");
+    let text = cm["data"]["config.yaml"].as_str().unwrap();
+    let cfg =
+        mapper_sdk::MapperConfig::from_yaml("opcua", text, std::path::Path::new("config.yaml"))
+            .unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.protocol, "opcua");
+    assert!(cfg.socket_path.starts_with("/etc/kubeedge"));
+    assert_eq!(
+        cfg.edgecore_sock,
+        std::path::PathBuf::from("/etc/kubeedge/dmi.sock")
+    );
+    let state = cfg.state_dir();
+    let state_mount = mount("state");
+    assert_eq!(
+        std::path::Path::new(state_mount["mountPath"].as_str().unwrap()),
+        state.as_path()
+    );
+    assert!(volume("state")["hostPath"]["path"].is_string());
+    // Passwords: a Secret mounted read-only.
+    assert!(volume("credentials")["secret"]["secretName"].is_string());
+    assert_eq!(mount("credentials")["readOnly"], true);
+}
+
 /// Metric names (`edgecore_dmi_*`, `mapper_*`) written in backticks in the
 /// metric tables of a source file's module docs.
 fn documented_metrics(path: &str, prefix: &str) -> std::collections::BTreeSet<String> {
@@ -229,5 +276,41 @@ fn grafana_dashboard_uses_only_metrics_that_exist() {
                 "`{n}` in `{e}` is not a documented metric"
             );
         }
+    }
+}
+
+/// Every `ghcr.io/edge-dmi/<name>` image a manifest runs is a `--target <name>`
+/// stage of deploy/Dockerfile that copies the binary `<name>`.
+#[test]
+fn every_image_the_manifests_use_has_a_dockerfile_stage() {
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let mut images = std::collections::BTreeSet::new();
+    for ((kind, name), d) in docs() {
+        if kind != "DaemonSet" && kind != "Deployment" {
+            continue;
+        }
+        for c in d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{kind} {name}: no containers"))
+        {
+            let image = c["image"].as_str().unwrap_or_default();
+            if let Some(rest) = image.strip_prefix("ghcr.io/edge-dmi/") {
+                images.insert(rest.split(':').next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    assert!(
+        images.contains("mapper-wasm") && images.contains("edgecore-dmi"),
+        "{images:?}"
+    );
+    for image in images {
+        assert!(
+            dockerfile.contains(&format!(" AS {image}\n")),
+            "deploy/Dockerfile has no stage {image}"
+        );
+        assert!(
+            dockerfile.contains(&format!("/src/target/release/{image} ")),
+            "deploy/Dockerfile's stage {image} does not copy the binary {image}"
+        );
     }
 }

@@ -4,12 +4,14 @@ Variables under Objects/Plant in namespace `urn:edge-dmi:test:plant`, with
 string NodeIds named like the variables (`ns=<index>;s=Int16`): one of every
 built-in type the mapper supports, arrays, writable set-points and a counter.
 
-    asyncua_server.py --port P [--security none|sign|encrypt] [--user NAME:PASSWORD]
-                      [--certs DIR]
+    asyncua_server.py --port P [--security none|sign|encrypt] [--policy POLICY]
+                      [--user NAME:PASSWORD] [--certs DIR]
 
-`--security sign|encrypt` serves Basic256Sha256 with Sign or SignAndEncrypt
-only (with a self-signed certificate made in DIR: server_cert.der,
-server_key.pem); `--user` accepts only that user (no anonymous access).
+`--security sign|encrypt` serves one endpoint, `--policy` (default
+Basic256Sha256; also Basic128Rsa15, Basic256, Aes128Sha256RsaOaep,
+Aes256Sha256RsaPss) with Sign or SignAndEncrypt only (with a self-signed
+certificate made in DIR: server_cert.der, server_key.pem); `--user` accepts
+only that user (no anonymous access).
 Prints `READY <namespace index>` when serving; stops when stdin closes.
 """
 
@@ -77,6 +79,11 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--security", choices=["none", "sign", "encrypt"], default="none")
+    ap.add_argument(
+        "--policy",
+        choices=["Basic128Rsa15", "Basic256", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"],
+        default="Basic256Sha256",
+    )
     ap.add_argument("--user")
     ap.add_argument("--certs")
     a = ap.parse_args()
@@ -103,11 +110,8 @@ async def main():
         )
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
-        server.set_security_policy([
-            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
-            if a.security == "encrypt"
-            else ua.SecurityPolicyType.Basic256Sha256_Sign
-        ])
+        mode = "SignAndEncrypt" if a.security == "encrypt" else "Sign"
+        server.set_security_policy([ua.SecurityPolicyType[f"{a.policy}_{mode}"]])
     if a.user:
         server.set_identity_tokens([ua.UserNameIdentityToken])
 
