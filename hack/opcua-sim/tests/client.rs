@@ -24,17 +24,52 @@ const PLANT: &str = include_str!("../examples/plant.yaml");
 /// runs): generating an RSA key takes seconds in a debug build.
 static SERVER_PKI: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
 
+/// The PKI directory `name` in cargo's test temp dir, made by `make` in a
+/// directory of its own and renamed into place, so that test processes
+/// running at the same time (nextest runs each test in its own) never see or
+/// write a half-made one: whichever finishes first is kept.
+async fn shared_pki<F>(name: &str, make: impl FnOnce(PathBuf) -> F) -> PathBuf
+where
+    F: std::future::Future<Output = ()>,
+{
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let pki = tmp.join(name);
+    let complete =
+        |p: &Path| p.join("own/cert.der").is_file() && p.join("private/private.pem").is_file();
+    if complete(&pki) {
+        return pki;
+    }
+    let fresh = tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(tmp)
+        .unwrap()
+        .keep();
+    make(fresh.clone()).await;
+    assert!(complete(&fresh), "no key pair made in {}", fresh.display());
+    if std::fs::rename(&fresh, &pki).is_ok() {
+        return pki;
+    }
+    // Another process won the race (use its directory), or a half-made one
+    // from an interrupted run is in the way (use ours).
+    if complete(&pki) {
+        let _ = std::fs::remove_dir_all(&fresh);
+        pki
+    } else {
+        fresh
+    }
+}
+
 /// A PKI directory in `dir` holding a copy of the shared server certificate.
 async fn server_pki(dir: &Path) -> PathBuf {
     let template = SERVER_PKI
-        .get_or_init(|| async {
-            let pki = Path::new(env!("CARGO_TARGET_TMPDIR")).join("opcua-sim-client-test-pki");
-            let cfg = SimConfig {
-                pki_dir: pki.clone(),
-                ..SimConfig::default()
-            };
-            Simulator::start(cfg).await.unwrap().shutdown().await;
-            pki
+        .get_or_init(|| {
+            shared_pki("opcua-sim-client-test-pki", |pki| async move {
+                let cfg = SimConfig {
+                    pki_dir: pki,
+                    ..SimConfig::default()
+                };
+                Simulator::start(cfg).await.unwrap().shutdown().await;
+            })
         })
         .await;
     let pki = dir.join("server-pki");
@@ -80,19 +115,17 @@ fn client_builder(pki: &Path) -> ClientBuilder {
 /// certificate.
 async fn client_pki(dir: &Path) -> PathBuf {
     let template = CLIENT_PKI
-        .get_or_init(|| async {
-            let pki =
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("opcua-sim-client-test-client-pki");
-            let make = pki.clone();
-            tokio::task::spawn_blocking(move || {
-                client_builder(&make)
-                    .create_sample_keypair(true)
-                    .client()
-                    .unwrap()
+        .get_or_init(|| {
+            shared_pki("opcua-sim-client-test-client-pki", |pki| async move {
+                tokio::task::spawn_blocking(move || {
+                    client_builder(&pki)
+                        .create_sample_keypair(true)
+                        .client()
+                        .unwrap()
+                })
+                .await
+                .unwrap();
             })
-            .await
-            .unwrap();
-            pki
         })
         .await;
     let pki = dir.join("client-pki");
