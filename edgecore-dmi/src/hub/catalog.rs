@@ -30,8 +30,9 @@ pub(super) struct DeviceEntry {
     pub(super) stored: Arc<StoredDevice>,
     /// Fingerprint of the DMI message (0 when it cannot be built).
     pub(super) fingerprint: u64,
-    /// The protocol it goes to, or why it cannot be dispatched.
-    pub(super) protocol: Result<String, String>,
+    /// The protocol it goes to (shared with its model's when they are the
+    /// same name, as they nearly always are), or why it cannot be dispatched.
+    pub(super) protocol: Result<Arc<str>, String>,
     /// Its model, when it names one.
     pub(super) model_key: Option<ObjectKey>,
 }
@@ -51,6 +52,8 @@ pub(super) struct ModelEntry {
     pub(super) proto: pb::DeviceModel,
     /// Fingerprint of `proto`.
     pub(super) fingerprint: u64,
+    /// `spec.protocol`, shared by the entries of its devices.
+    pub(super) protocol: Arc<str>,
 }
 
 impl ModelEntry {
@@ -58,6 +61,7 @@ impl ModelEntry {
         let proto = model_to_proto(&stored.crd);
         let fingerprint = fingerprint(&proto);
         Self {
+            protocol: stored.crd.spec.protocol.as_str().into(),
             stored,
             proto,
             fingerprint,
@@ -151,11 +155,17 @@ impl Hub {
             }
         });
         let fingerprint = proto.as_ref().map(fingerprint).unwrap_or_default();
+        let model = model_key.as_ref().and_then(|k| st.models.get(k));
         let protocol = proto.map(|p| {
-            p.spec
+            let name = p
+                .spec
                 .and_then(|s| s.protocol)
                 .map(|p| p.protocol_name)
-                .unwrap_or_default()
+                .unwrap_or_default();
+            match model {
+                Some(m) if *m.protocol == *name => m.protocol.clone(),
+                _ => name.into(),
+            }
         });
         DeviceEntry {
             stored,
@@ -417,7 +427,10 @@ mod tests {
         {
             let st = hub.lock();
             let e = &st.devices["default/a"];
-            assert_eq!(e.protocol, Err("model default/m not found".to_owned()));
+            assert_eq!(
+                e.protocol.as_deref(),
+                Err(&"model default/m not found".to_owned())
+            );
             assert_eq!(e.fingerprint, 0);
         }
         snapshot(&hub, &format!("{NODE}{}", device("a", "1")));
@@ -511,6 +524,11 @@ mod tests {
             Arc::ptr_eq(&e.stored, &source_copy),
             "the store's copy is dropped"
         );
+        let shared = e
+            .protocol
+            .as_ref()
+            .is_ok_and(|p| Arc::ptr_eq(p, &st.models["default/m"].protocol));
+        assert!(shared, "the device's protocol name is its model's");
         assert_eq!(e.fingerprint, fp);
         assert!(
             st.dirty.is_empty(),
