@@ -9,7 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building release binaries (first time: several minutes)..." >&2
-cargo build --release --locked --quiet -p dmi-bench -p edgecore-dmi -p mapper-modbus -p modbus-sim -p mapper-serial -p mapper-ble --bins
+cargo build --release --locked --quiet -p dmi-bench -p edgecore-dmi -p mapper-modbus -p modbus-sim -p mapper-serial -p mapper-ble -p mapper-virtual -p mapper-opcua -p opcua-sim --bins
+# The WebAssembly group runs the plugins in target/plugins, built for release.
+PROFILE=release bash hack/build-plugins.sh >/dev/null \
+  || echo "WebAssembly plugins not built (needs: rustup target add wasm32-wasip2); the wasm group says so" >&2
 ./target/release/bench-suite "$@"
 # The criterion micro-benchmarks run with the whole suite, not with --quick or --only.
 if [[ " $* " != *" --quick "* && " $* " != *" --only"* ]]; then

@@ -6,6 +6,7 @@
 //! bench-suite bare-client …  # internal: the bare tokio-modbus baseline
 //! bench-suite null-server …  # internal: the do-nothing tonic baseline
 //! bench-suite mqtt-publisher … # internal: the bare rumqttc baseline
+//! bench-suite opcua-client …   # internal: the OPC-UA baselines
 //! ```
 
 #![allow(clippy::print_stdout)] // a benchmark report is its output
@@ -14,6 +15,7 @@ mod ble;
 mod dmi;
 mod fake_edgecore;
 mod modbus;
+mod opcua;
 mod procs;
 mod serial;
 mod sinks;
@@ -45,7 +47,7 @@ struct Args {
     #[arg(long)]
     clients: Option<usize>,
     /// Run only these groups: modbus, write, dmi, memory, startup, sinks,
-    /// serial, ble, wasm
+    /// serial, ble, wasm, opcua
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -73,6 +75,8 @@ enum Internal {
     },
     /// The bare rumqttc publisher baseline of the sinks group.
     MqttPublisher(sinks::PublisherArgs),
+    /// The baselines of the opcua group: bare Read loops, the driver alone.
+    OpcuaClient(opcua::ClientArgs),
 }
 
 fn fmt_n(x: f64) -> String {
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Internal::NullServer { socket }) => return dmi::null_server_main(&socket).await,
         Some(Internal::MqttPublisher(a)) => return sinks::publisher_main(a).await,
+        Some(Internal::OpcuaClient(a)) => return opcua::client_main(a).await,
         None => {}
     }
     let q = args.quick;
@@ -381,6 +386,14 @@ async fn main() -> anyhow::Result<()> {
     // 8. WebAssembly plugins: host overhead per call, instances, Modbus plugin vs native.
     if run("wasm") {
         for r in wasm::rows(q, args.seconds).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
+    }
+
+    // 9. OPC-UA: batched polling against bare Read loops, subscriptions against the driver alone.
+    if run("opcua") {
+        for r in opcua::rows(q, args.seconds).await? {
             let [a, b, c, d, e] = r;
             row(&a, b, c, d, &e);
         }
