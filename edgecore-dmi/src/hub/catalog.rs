@@ -245,12 +245,13 @@ impl Hub {
             if same && !model_changed {
                 // The same resource in another record (the store's, at start):
                 // keep the source's, which it holds anyway, so that the node
-                // holds one copy of each device, not two.
-                let copy = st
+                // holds one copy of each device, not two. Re-inserted, so that
+                // the map's key is the source's too.
+                let other_record = st
                     .devices
                     .get(&k)
                     .is_some_and(|o| !Arc::ptr_eq(&o.stored, &d));
-                if let Some(mut o) = copy.then(|| st.devices.remove(&k)).flatten() {
+                if other_record && let Some(mut o) = st.devices.remove(&k) {
                     o.model_key = d.model_key().cloned();
                     o.stored = d;
                     st.devices.insert(k, o);
