@@ -29,6 +29,29 @@ pub(crate) const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const MONITORED_ITEMS_PER_CALL: usize = 1000;
 /// Supertypes followed to find the built-in type of a DataType.
 const MAX_SUPERTYPES: usize = 8;
+/// Read plans a device keeps (one per set of properties that fall due
+/// together: one per distinct collect cycle, as a rule).
+const READ_PLANS: usize = 4;
+
+/// The Read of a set of properties that fall due together: their nodes
+/// resolved, de-duplicated and wrapped as `ReadValueId`s once, not every
+/// tick.
+#[derive(Debug)]
+struct ReadPlan {
+    /// The properties' nodes, in the order they were due: what the plan is for.
+    due: Vec<crate::node::NodeRef>,
+    /// The distinct nodes to read.
+    ids: Vec<ReadValueId>,
+    /// Per property: its node's index in `ids`, or why its node has none.
+    slots: Vec<DriverResult<usize>>,
+}
+
+impl ReadPlan {
+    /// Whether the plan reads exactly the properties `at`, in that order.
+    fn fits(&self, at: &[&OpcuaAddress]) -> bool {
+        self.due.len() == at.len() && self.due.iter().zip(at).all(|(n, a)| n == a.node())
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -59,6 +82,8 @@ pub struct OpcuaDevice {
     settings: Settings,
     requests: AtomicU64,
     subscription: Mutex<Option<u32>>,
+    /// Recent read plans, newest last (at most [`READ_PLANS`]).
+    plans: Mutex<VecDeque<Arc<ReadPlan>>>,
 }
 
 /// Milliseconds as OPC-UA's Duration (a double).
@@ -110,6 +135,7 @@ impl OpcuaDevice {
             settings,
             requests: AtomicU64::new(0),
             subscription: Mutex::new(None),
+            plans: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -153,17 +179,14 @@ impl OpcuaDevice {
 
     /// Reads `nodes` in as few Read calls as the limit allows; one result
     /// per node. A link failure is every remaining node's error.
-    async fn read_nodes(&self, nodes: &[NodeId]) -> Vec<DriverResult<DataValue>> {
+    async fn read_nodes(&self, nodes: &[ReadValueId]) -> Vec<DriverResult<DataValue>> {
         let mut out: Vec<DriverResult<DataValue>> = Vec::with_capacity(nodes.len());
         let mut start = 0;
         while start < nodes.len() {
             let limit = self.max_nodes_per_read() as usize;
             let end = (start + limit).min(nodes.len());
-            let ids: Vec<ReadValueId> = nodes[start..end]
-                .iter()
-                .map(|n| ReadValueId::from(n.clone()))
-                .collect();
-            match self.read_ids(&ids).await {
+            let ids = &nodes[start..end];
+            match self.read_ids(ids).await {
                 Ok(values) => {
                     out.extend(values.into_iter().map(Ok));
                     start = end;
@@ -195,6 +218,39 @@ impl OpcuaDevice {
             }
         }
         out
+    }
+
+    /// The plan that reads `at`: a kept one when the same properties fell
+    /// due before, else a new one (kept, the oldest dropped beyond
+    /// [`READ_PLANS`]).
+    fn read_plan(&self, at: &[&OpcuaAddress]) -> Arc<ReadPlan> {
+        let mut plans = lock(&self.plans);
+        if let Some(p) = plans.iter().find(|p| p.fits(at)) {
+            return p.clone();
+        }
+        let mut unique: Vec<NodeId> = Vec::new();
+        let mut index: HashMap<NodeId, usize> = HashMap::new();
+        let slots = at
+            .iter()
+            .map(|a| {
+                self.conn.resolve(a.node()).map(|id| {
+                    *index.entry(id.clone()).or_insert_with(|| {
+                        unique.push(id);
+                        unique.len() - 1
+                    })
+                })
+            })
+            .collect();
+        let plan = Arc::new(ReadPlan {
+            due: at.iter().map(|a| a.node().clone()).collect(),
+            ids: unique.into_iter().map(ReadValueId::from).collect(),
+            slots,
+        });
+        if plans.len() == READ_PLANS {
+            plans.pop_front();
+        }
+        plans.push_back(plan.clone());
+        plan
     }
 
     /// The type the node at `id` holds, read once per session (the Value's
@@ -370,31 +426,21 @@ impl DeviceClient for OpcuaDevice {
     /// property's [`DriverError::Device`] fault, named
     /// (`ns=2;s=X: BadNodeIdUnknown: ...`).
     async fn read_batch(&self, at: &[&OpcuaAddress]) -> Vec<DriverResult<Value>> {
-        let mut unique: Vec<NodeId> = Vec::new();
-        let mut index: HashMap<NodeId, usize> = HashMap::new();
-        let mut slots: Vec<DriverResult<usize>> = Vec::with_capacity(at.len());
-        for a in at {
-            slots.push(self.conn.resolve(a.node()).map(|id| {
-                *index.entry(id.clone()).or_insert_with(|| {
-                    unique.push(id);
-                    unique.len() - 1
-                })
-            }));
-        }
+        let plan = self.read_plan(at);
         let before = self.requests();
-        let read = self.read_nodes(&unique).await;
+        let read = self.read_nodes(&plan.ids).await;
         tracing::debug!(
             properties = at.len(),
-            nodes = unique.len(),
+            nodes = plan.ids.len(),
             calls = self.requests() - before,
             "opcua read tick"
         );
-        slots
-            .into_iter()
+        plan.slots
+            .iter()
             .map(|s| {
-                let i = s?;
+                let i = *s.as_ref().map_err(Clone::clone)?;
                 match &read[i] {
-                    Ok(dv) => decode(dv, &unique[i]),
+                    Ok(dv) => decode(dv, &plan.ids[i].node_id),
                     Err(e) => Err(e.clone()),
                 }
             })
