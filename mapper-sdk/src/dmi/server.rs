@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use dmi_proto::v1beta1 as pb;
 use dmi_proto::v1beta1::device_mapper_service_server::DeviceMapperService;
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::convert::{device_from_proto, device_with_twins, model_from_proto};
@@ -14,9 +16,14 @@ use crate::spec::ObjectId;
 
 /// The supervisor seen from DMI: converts messages on the way in and keeps
 /// each device as EdgeCore sent it, for `GetDevice`.
+///
+/// The kept copies are protobuf-encoded: `GetDevice` is rare, and a decoded
+/// `Device` (a `String` per name and a map of `Any`s per visitor) takes
+/// several times the memory of its encoding (benches/README.md, OPC-UA
+/// memory).
 pub(crate) struct Devices {
     supervisor: Arc<Supervisor>,
-    sent: Mutex<HashMap<ObjectId, pb::Device>>,
+    sent: Mutex<HashMap<ObjectId, Bytes>>,
 }
 
 impl Devices {
@@ -27,14 +34,14 @@ impl Devices {
         }
     }
 
-    fn sent(&self) -> MutexGuard<'_, HashMap<ObjectId, pb::Device>> {
+    fn sent(&self) -> MutexGuard<'_, HashMap<ObjectId, Bytes>> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn upsert_device(&self, d: &pb::Device) -> Result<ObjectId, SpecError> {
         let spec = device_from_proto(d)?;
         let id = self.supervisor.upsert_device(spec);
-        self.sent().insert(id.clone(), d.clone());
+        self.sent().insert(id.clone(), d.encode_to_vec().into());
         Ok(id)
     }
 
@@ -69,7 +76,7 @@ impl Devices {
         for d in devices {
             match device_from_proto(d) {
                 Ok(s) => {
-                    sent.insert(s.id.clone(), d.clone());
+                    sent.insert(s.id.clone(), d.encode_to_vec().into());
                     specs.push(s);
                 }
                 Err(e) => errors.push(e),
@@ -81,7 +88,9 @@ impl Devices {
     }
 
     pub(crate) fn get_device(&self, id: &ObjectId) -> Option<pb::Device> {
-        let sent = self.sent().get(id).cloned()?;
+        let encoded = self.sent().get(id).cloned()?;
+        // It was encoded from a decoded message, so it decodes.
+        let sent = pb::Device::decode(encoded).ok()?;
         let snap = self.supervisor.snapshot(id)?;
         Some(device_with_twins(&sent, &snap))
     }
