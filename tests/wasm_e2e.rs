@@ -184,9 +184,11 @@ fn wasm_plugins_from_kubeedge_yaml() {
         logged("default/panicky", "the probe panics on purpose")
     });
     let denied = format!("tcp connect to 127.0.0.1:{port} denied");
-    wait_for("the denied address logged with the device named", 30, || {
-        logged("default/sneaky", &denied)
-    });
+    wait_for(
+        "the denied address logged with the device named",
+        30,
+        || logged("default/sneaky", &denied),
+    );
     // ...and the good devices kept going.
     for name in ["default/room-1", "default/wasm-boiler-1"] {
         let d = node.device(name).unwrap();
