@@ -273,17 +273,19 @@ impl Inner {
         let mut space = nodes.address_space().write();
         let ids: Vec<NodeId> = {
             let mut model = nodes::lock(&self.shared.model);
-            let changed = model.tick();
-            changed
-                .into_iter()
-                .filter_map(|i| {
-                    let p = &model.points[i];
-                    (!p.status.is_bad()).then(|| {
-                        nodes::set_node_value(&mut space, &p.id, p.data_value());
-                        p.id.clone()
-                    })
-                })
-                .collect()
+            for i in model.tick() {
+                let p = &model.points[i];
+                if !p.status.is_bad() {
+                    nodes::set_node_value(&mut space, &p.id, p.data_value());
+                }
+            }
+            // Every node, not only the changed ones: async-opcua's server
+            // holds back a change that comes sooner than an item's sampling
+            // interval after the previous one, and forgets it if the item
+            // is not notified again (a `bad`, `good` or `set` command, or a
+            // client write, on a node whose pattern no longer moves). An
+            // unchanged value is filtered out by the server as before.
+            model.points.iter().map(|p| p.id.clone()).collect()
         };
         nodes::notify(&subscriptions, &space, &ids);
     }
