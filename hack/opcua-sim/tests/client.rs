@@ -732,10 +732,6 @@ async fn next_notification(
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .unwrap_or_else(|_| panic!("a notification within 5 s: {what}"))
-        .map(|d| {
-            eprintln!("DBG {:?} {:?} {:?}", d.status, d.value, d.source_timestamp);
-            d
-        })
         .unwrap()
 }
 
