@@ -121,8 +121,8 @@ pub use metrics::Metrics;
 pub use runtime::{DesiredOutcome, DeviceSnapshot, PropertySnapshot, Supervisor, WriteError};
 pub use sample::{Quality, Sample, SampleSink};
 pub use spec::{
-    DEFAULT_CYCLE, DeviceMethod, DeviceModel, DeviceSpec, ModelProperty, ObjectId, PropertySpec,
-    SUSPICIOUS_CYCLE,
+    DEFAULT_CYCLE, DeviceMethod, DeviceModel, DeviceSpec, JsonObject, ModelProperty, ObjectId,
+    PropertySpec, SUSPICIOUS_CYCLE,
 };
 pub use value::{
     AccessMode, PropertyType, TWIN_NAME_MAX, TWIN_VALUE_MAX, Value, coerce, is_twin_char,

@@ -55,8 +55,9 @@ pub struct PropertySpec {
     pub name: String,
     /// Desired value text; `None` when unset or empty.
     pub desired: Option<String>,
-    /// Visitor configData, decoded to JSON (the driver's `Address`).
-    pub visitor: Map<String, Json>,
+    /// Visitor configData (the driver's `Address`), kept as compact JSON
+    /// text and decoded when the device starts.
+    pub visitor: JsonObject,
     /// Read cycle.
     pub collect_cycle: Duration,
     /// Push cycle.
@@ -64,8 +65,52 @@ pub struct PropertySpec {
     /// Whether the value is reported as a twin.
     pub report_to_cloud: bool,
     /// `pushMethod` (with `dbMethod`): the data plane's targets for this
-    /// property ([`crate::sink`]).
-    pub push_method: crate::sink::PushMethod,
+    /// property ([`crate::sink`]); `None` when it names no target (most
+    /// properties: boxed, so they do not carry an empty one inline).
+    pub push_method: Option<Box<crate::sink::PushMethod>>,
+}
+
+/// A JSON object kept as its compact text: a property's visitor configData
+/// held for the device's lifetime takes a few dozen bytes this way instead
+/// of a `BTreeMap` node (about 650 bytes however few keys it has).
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonObject(Box<str>);
+
+impl JsonObject {
+    /// The object's compact JSON text (`{}` when empty).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The object decoded.
+    pub fn to_map(&self) -> Map<String, Json> {
+        // The text was written from a `Map` by `From` below, so it parses
+        // back; the empty map is only a guard.
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&Map<String, Json>> for JsonObject {
+    fn from(map: &Map<String, Json>) -> Self {
+        // A map with string keys always serialises.
+        Self(
+            serde_json::to_string(map)
+                .unwrap_or_else(|_| "{}".into())
+                .into_boxed_str(),
+        )
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        Self("{}".into())
+    }
+}
+
+impl std::fmt::Debug for JsonObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A device as the runtime runs it.
@@ -136,4 +181,34 @@ pub(crate) fn bound(
         field,
         value: text.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_object_keeps_every_value_exactly() {
+        let original = json!({
+            "offset": 40001,
+            "scale": 0.30000000000000004,
+            "tiny": 5e-324,
+            "big": u64::MAX,
+            "negative": i64::MIN,
+            "nodeID": "ns=3;s=Ünïcode \"quoted\"",
+            "flags": [true, false, null],
+            "nested": {"a": {"b": [1.5, "x"]}},
+        });
+        let map = original.as_object().unwrap();
+        let kept = JsonObject::from(map);
+        assert_eq!(&kept.to_map(), map);
+        assert!(
+            kept.as_str()
+                .starts_with(r#"{"big":18446744073709551615,"flags":[true,false,null],"#),
+            "compact: {kept:?}"
+        );
+        assert_eq!(JsonObject::default().to_map(), Map::new());
+        assert_eq!(JsonObject::from(&Map::new()), JsonObject::default());
+    }
 }

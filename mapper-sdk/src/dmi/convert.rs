@@ -87,11 +87,16 @@ pub(crate) fn device_from_proto(d: &pb::Device) -> Result<DeviceSpec, SpecError>
                 .as_ref()
                 .map(|t| t.value.clone())
                 .filter(|v| !v.is_empty()),
-            visitor,
+            visitor: (&visitor).into(),
             collect_cycle: cycle(p.collect_cycle),
             report_cycle: cycle(p.report_cycle),
             report_to_cloud: p.report_to_cloud,
-            push_method: p.push_method.as_ref().map(push_method).unwrap_or_default(),
+            push_method: p
+                .push_method
+                .as_ref()
+                .map(push_method)
+                .filter(|m| !m.is_empty())
+                .map(Box::new),
         };
         for (what, c) in [
             ("collectCycle", prop.collect_cycle),

@@ -312,13 +312,16 @@ impl DeviceTask {
             }
             let ty = model.as_ref().and_then(|m| m.ty);
             let info = crate::driver::PropertyInfo::new(&p.name, ty, p.collect_cycle);
-            let parsed = ctx.driver.property_address(&p.visitor, &info).map(|t| {
-                for key in &t.ignored {
-                    tracing::warn!(device = %ctx.spec.id, property = %p.name, key = %key,
+            let parsed = ctx
+                .driver
+                .property_address(&p.visitor.to_map(), &info)
+                .map(|t| {
+                    for key in &t.ignored {
+                        tracing::warn!(device = %ctx.spec.id, property = %p.name, key = %key,
                         "unknown visitor configData key ignored");
-                }
-                t.value
-            });
+                    }
+                    t.value
+                });
             match parsed {
                 Ok(addr) => props.push(Prop {
                     name: p.name.clone(),
@@ -327,7 +330,7 @@ impl DeviceTask {
                     addr,
                     cycle: p.collect_cycle,
                     report: p.report_to_cloud,
-                    push: !p.push_method.is_empty(),
+                    push: p.push_method.is_some(),
                     next_due: now,
                     pushed: false,
                     desired: p.desired.clone(),

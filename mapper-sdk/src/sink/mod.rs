@@ -439,10 +439,13 @@ impl SampleSink for DataPlane {
     fn device_started(&self, spec: &DeviceSpec, model: &DeviceModel) {
         let _serial = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let mut props = HashMap::new();
-        for p in spec.properties.iter().filter(|p| !p.push_method.is_empty()) {
+        for p in &spec.properties {
+            let Some(push_method) = &p.push_method else {
+                continue;
+            };
             let mut outs = Vec::new();
             let mut config_errors = Vec::new();
-            for out in self.outs(&spec.id, &p.name, &p.push_method) {
+            for out in self.outs(&spec.id, &p.name, push_method) {
                 let res = out.and_then(|(t, r)| self.lane(&t).map(|l| (l, r)));
                 match res {
                     Ok(o) => outs.push(o),
@@ -598,7 +601,7 @@ mod lifecycle_tests {
                 collect_cycle: Duration::from_millis(100),
                 report_cycle: Duration::from_millis(100),
                 report_to_cloud: true,
-                push_method: push,
+                push_method: (!push.is_empty()).then(|| Box::new(push)),
             }],
             state_report: None,
             methods: Vec::new(),
