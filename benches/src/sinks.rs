@@ -838,7 +838,21 @@ pub(crate) async fn rows(quick: bool, secs: Option<u64>) -> anyhow::Result<Vec<R
         "sinks: spool, broker down {:.0} s, then back...",
         sc.outage.as_secs_f64()
     );
-    let sp = spool(&sc, &bin).await?;
+    // A failed scenario is a row that says so; the rest of the suite runs.
+    let sp = match spool(&sc, &bin).await {
+        Ok(sp) => sp,
+        Err(e) => {
+            eprintln!("sinks: spool scenario failed: {e:#}");
+            out.push(row(
+                "Spool: broker outage, then recovery (QoS 0)",
+                format!("failed: {e}"),
+                String::new(),
+                String::new(),
+                "",
+            ));
+            return Ok(out);
+        }
+    };
     // Baselines: the live QoS 0 run (no outage) and the bare publisher's
     // bursts at QoS 0 (what the transport takes).
     let (live0, bare0) = runs
