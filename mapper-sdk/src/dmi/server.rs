@@ -90,7 +90,9 @@ impl Devices {
     pub(crate) fn get_device(&self, id: &ObjectId) -> Option<pb::Device> {
         let encoded = self.sent().get(id).cloned()?;
         // It was encoded from a decoded message, so it decodes.
-        let sent = pb::Device::decode(encoded).ok()?;
+        let sent = pb::Device::decode(encoded)
+            .map_err(|e| tracing::error!(device = %id, error = %e, "kept copy of the device does not decode"))
+            .ok()?;
         let snap = self.supervisor.snapshot(id)?;
         Some(device_with_twins(&sent, &snap))
     }

@@ -330,7 +330,7 @@ impl DeviceTask {
                     addr,
                     cycle: p.collect_cycle,
                     report: p.report_to_cloud,
-                    push: p.push_method.is_some(),
+                    push: p.push_method.as_ref().is_some_and(|m| !m.is_empty()),
                     next_due: now,
                     pushed: false,
                     desired: p.desired.clone(),

@@ -221,12 +221,17 @@ impl OpcuaDevice {
     }
 
     /// The plan that reads `at`: a kept one when the same properties fell
-    /// due before, else a new one (kept, the oldest dropped beyond
-    /// [`READ_PLANS`]).
+    /// due before, else a new one (kept; beyond [`READ_PLANS`] the least
+    /// recently used is dropped, so the plans in steady use stay).
     fn read_plan(&self, at: &[&OpcuaAddress]) -> Arc<ReadPlan> {
         let mut plans = lock(&self.plans);
-        if let Some(p) = plans.iter().find(|p| p.fits(at)) {
-            return p.clone();
+        if let Some(plan) = plans
+            .iter()
+            .position(|p| p.fits(at))
+            .and_then(|i| plans.remove(i))
+        {
+            plans.push_back(plan.clone());
+            return plan;
         }
         let mut unique: Vec<NodeId> = Vec::new();
         let mut index: HashMap<NodeId, usize> = HashMap::new();
