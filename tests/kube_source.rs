@@ -242,3 +242,99 @@ async fn kubernetes_source_end_to_end() {
     .await;
     shutdown.cancel();
 }
+
+/// Reports that change only timestamps (a constant value reported every
+/// second) are written back once per `--status-refresh`, not once per
+/// report; a changed value still goes out within the status interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unchanged_values_are_patched_once_per_refresh() {
+    let api = FakeApi::start().await.unwrap();
+    api.put(
+        MODELS,
+        json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+            "metadata": {"name": "steady-model", "namespace": "default"},
+            "spec": {"protocol": "virtual", "properties": [
+                {"name": "level", "type": "INT", "accessMode": "ReadOnly"},
+                {"name": "setpoint", "type": "INT", "accessMode": "ReadWrite"}]}}),
+    );
+    let steady = |setpoint: &str| {
+        json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+            "metadata": {"name": "tank-1", "namespace": "default",
+                "labels": {"devices.kubeedge.io/node-name": "edge-1"}},
+            "spec": {"deviceModelRef": {"name": "steady-model"}, "nodeName": "edge-1",
+                "protocol": {"protocolName": "virtual"},
+                "stateReport": {"reportToCloud": true, "reportCycle": 250},
+                "properties": [
+                    {"name": "level", "collectCycle": 100, "reportCycle": 250, "reportToCloud": true,
+                     "visitors": {"protocolName": "virtual", "configData": {"pattern": "constant", "value": 7}}},
+                    {"name": "setpoint", "collectCycle": 100, "reportCycle": 250, "reportToCloud": true,
+                     "desired": {"value": setpoint},
+                     "visitors": {"protocolName": "virtual", "configData": {"pattern": "setpoint", "value": 0}}}]}})
+    };
+    api.put(DEVICES, steady("3"));
+    // The node label and the DeviceStatus are what the device controller
+    // would add; it does not run here.
+    api.put(
+        STATUSES,
+        json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceStatus",
+            "metadata": {"name": "tank-1", "namespace": "default"}, "spec": {}, "status": {}}),
+    );
+
+    let mut node = Node::new(&[]);
+    let kubeconfig = node.path("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let kc = kubeconfig.to_str().unwrap().to_owned();
+    tokio::task::block_in_place(|| {
+        node.start_edgecore_with(
+            &[
+                "--source",
+                "kubernetes",
+                "--node-name",
+                "edge-1",
+                "--status-refresh",
+                "4s",
+            ],
+            &[("KUBECONFIG", &kc)],
+        );
+        node.start_virtual_mapper();
+    });
+    wait("the desired set-point written back", 30, || {
+        twin(&api, "tank-1", "setpoint").filter(|v| v == "3")
+    })
+    .await;
+    wait("level written back", 30, || {
+        twin(&api, "tank-1", "level").filter(|v| v == "7")
+    })
+    .await;
+    // Let the first writes settle, then count over 6 s of reports every 250 ms
+    // (24 reports): one refresh (4 s) or two, never one per report.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p0 = status_patches(&api, "tank-1");
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let n = status_patches(&api, "tank-1") - p0;
+    assert!(
+        (1..=2).contains(&n),
+        "{n} status patches in {:?} with unchanged values and a 4 s refresh",
+        t0.elapsed()
+    );
+    // A new desired value changes the set-point: written within the interval.
+    api.put(DEVICES, steady("9"));
+    let t1 = Instant::now();
+    wait("the new set-point written back", 30, || {
+        twin(&api, "tank-1", "setpoint").filter(|v| v == "9")
+    })
+    .await;
+    assert!(
+        t1.elapsed() < Duration::from_secs(4),
+        "a changed value waited for the refresh: {:?}",
+        t1.elapsed()
+    );
+}

@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout)] // a benchmark report is its output
 
 mod ble;
+mod cloud;
 mod dmi;
 mod fake_edgecore;
 mod modbus;
@@ -46,9 +47,8 @@ struct Args {
     /// Concurrent DMI clients (default 16, quick 8).
     #[arg(long)]
     clients: Option<usize>,
-    /// Run only these groups: modbus, write, dmi, memory, startup, sinks,
-    /// serial, ble, wasm, opcua
-    /// (default: all).
+    /// Run only these groups: modbus, write, dmi, memory, startup, cloud,
+    /// scale, sinks, serial, ble, wasm, opcua (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -357,6 +357,14 @@ async fn main() -> anyhow::Result<()> {
             String::new(),
             "≤ 1 s at 10 k devices",
         );
+    }
+
+    // 4c. Cloud traffic: status patches per device-hour against one message per report.
+    if run("cloud") {
+        for r in cloud::rows(q, args.seconds).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
     }
 
     // 5. Data plane: pushMethod.mqtt and the spool.

@@ -28,7 +28,7 @@ use crate::dmi::{devices_yaml, edgecore_args, register_mappers};
 use crate::procs::{Proc, bin_dir};
 
 /// `GET path` on edgecore-dmi's admin socket; the body when it answers 200.
-async fn admin_get(socket: &Path, path: &str) -> Option<String> {
+pub(crate) async fn admin_get(socket: &Path, path: &str) -> Option<String> {
     let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),

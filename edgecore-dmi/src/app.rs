@@ -280,6 +280,7 @@ impl Source {
                     hub.clone(),
                     cfg.status_mode,
                     cfg.status_interval,
+                    cfg.status_refresh,
                     cfg.status_qps,
                 );
                 Ok(Self::Kubernetes {

@@ -11,6 +11,7 @@
 //! nodeName: edge-node-1                    # kubernetes: this node (default: $NODE_NAME)
 //! statusMode: deviceStatus                 # kubernetes: deviceStatus (v1.23+) | legacy
 //! statusInterval: 1s                       # kubernetes: at most one status patch per device per interval
+//! statusRefresh: 60s                       # kubernetes: unchanged values (only timestamps moved) re-patched this often
 //! statusQps: 50                            # kubernetes: status patches per second, at most
 //! mqttBroker: tcp://127.0.0.1:1883         # the MQTT bridge (off when unset); ssl:// or mqtts:// for TLS
 //! mqttQos: 0                               # 0 (as stock EdgeCore) or 1
@@ -101,6 +102,10 @@ pub struct ConfigFile {
     /// Coalescing interval of status write-back.
     #[serde(default, with = "humantime_serde")]
     pub status_interval: Option<Duration>,
+    /// How often a device whose values did not change (only timestamps
+    /// moved) is patched again.
+    #[serde(default, with = "humantime_serde")]
+    pub status_refresh: Option<Duration>,
     /// Status patches per second, at most.
     pub status_qps: Option<u32>,
     /// How often reported twins are written to the embedded store (what a
@@ -185,6 +190,11 @@ pub struct Config {
     pub status_mode: StatusTarget,
     /// Coalescing interval of status write-back.
     pub status_interval: Duration,
+    /// A device whose reports changed only timestamps (same values, same
+    /// state) is patched at most once per this (default 60 s); a changed value
+    /// is patched within `status_interval`. Bounds how stale `lastOnlineTime`
+    /// and twin timestamps in the cluster get.
+    pub status_refresh: Duration,
     /// How often reported twins are written to the store (default
     /// [`crate::PERSIST_INTERVAL`], 1 s; at least 10 ms).
     pub persist_interval: Duration,
@@ -215,6 +225,7 @@ impl Default for Config {
             node_name: None,
             status_mode: StatusTarget::DeviceStatus,
             status_interval: Duration::from_secs(1),
+            status_refresh: Duration::from_secs(60),
             persist_interval: crate::PERSIST_INTERVAL,
             status_qps: 50,
             mqtt: MqttConfig::default(),
@@ -260,6 +271,9 @@ impl Config {
         }
         if let Some(v) = file.status_interval {
             c.status_interval = v;
+        }
+        if let Some(v) = file.status_refresh {
+            c.status_refresh = v;
         }
         if let Some(v) = file.status_qps {
             c.status_qps = v;

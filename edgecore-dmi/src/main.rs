@@ -64,6 +64,10 @@ enum Command {
         /// Where twins are written back (kubernetes source).
         #[arg(long, value_enum)]
         status_mode: Option<StatusTarget>,
+        /// Patch a device whose values did not change (only timestamps moved)
+        /// at most this often (kubernetes source; e.g. 60s, the default).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        status_refresh: Option<std::time::Duration>,
         /// MQTT broker of the device-topic bridge (tcp://host:1883, mqtt://,
         /// ssl:// or mqtts://); no bridge when unset.
         #[arg(long, env = "EDGECORE_DMI_MQTT_BROKER")]
@@ -155,6 +159,7 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         source,
         node_name,
         status_mode,
+        status_refresh,
         mqtt_broker,
         mqtt_qos,
         http_addr,
@@ -181,6 +186,9 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         }
         if let Some(v) = status_mode {
             cfg.status_mode = *v;
+        }
+        if let Some(v) = status_refresh {
+            cfg.status_refresh = *v;
         }
         if let Some(v) = state_dir {
             cfg.state_dir = v.clone();

@@ -16,7 +16,7 @@
 //! | `dispatch_actions_total` | counter | `action` (`create_model`, `update_model`, `remove_model`, `register_device`, `update_device`, `remove_device`), `result` (`ok`, `refused`, `timeout`, `transport`) | calls to mappers |
 //! | `store_bytes` | gauge | | size of the embedded store file |
 //! | `status_queue` | gauge | | devices whose status waits to be written back to Kubernetes (drained only with the kubernetes source) |
-//! | `status_patches_total` | counter | `result` (`ok`, `not_found`, `failed`) | status patches sent to the API server |
+//! | `status_patches_total` | counter | `result` (`ok`, `not_found`, `failed`, `held`) | status patches sent to the API server; `held`: a report that changed only timestamps, written later with the refresh (`statusRefresh`) |
 //!
 //! `deploy/grafana-dashboard.json` is a Grafana dashboard of these series.
 
@@ -152,7 +152,9 @@ impl NodeMetrics {
             .inc();
     }
 
-    /// Counts a status patch: `ok`, `not_found` or `failed`.
+    /// Counts a status patch: `ok`, `not_found` or `failed`; `held` counts a
+    /// report whose patch was held back (only timestamps changed,
+    /// [`crate::kubernetes`] status write-back).
     pub fn status_patch(&self, result: &'static str) {
         self.patches.get_or_create(&ResultLabel { result }).inc();
     }

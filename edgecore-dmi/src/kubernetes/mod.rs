@@ -6,7 +6,7 @@ mod source;
 mod status;
 
 pub use source::KubeSource;
-pub use status::{StatusMode, StatusWriter, status_patch};
+pub use status::{RefreshPolicy, StatusMode, StatusWriter, status_patch, value_fingerprint};
 
 /// Builds a client from `KUBECONFIG`/`~/.kube/config`, or in-cluster config.
 pub async fn client() -> anyhow::Result<kube::Client> {

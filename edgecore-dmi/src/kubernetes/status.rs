@@ -8,9 +8,21 @@
 //! at most `qps` per second. When the API server is unreachable the devices stay
 //! marked and are written once it is back, so nothing that is still the latest
 //! value is lost; a restart marks every stored device again.
+//!
+//! A report that changes only timestamps (the same reported and observed
+//! desired values, the same state: a slowly changing value reported every
+//! cycle) is held back and written at most once per `refresh`
+//! ([`Config::status_refresh`](crate::config::Config::status_refresh), 60 s
+//! by default), so `lastOnlineTime` and the twins' timestamps in the cluster
+//! lag by at most that long. A changed value is written within `interval`.
+//! Stock EdgeCore sends one upstream message per report instead; on a
+//! bandwidth-limited link this is the difference between one patch per device
+//! per second and one per minute (benches/README.md, "Cloud traffic").
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use device_crds::{Device, DeviceStatus};
 use kube::Api;
@@ -30,6 +42,7 @@ pub struct StatusWriter {
     hub: Arc<Hub>,
     mode: StatusMode,
     interval: Duration,
+    refresh: Duration,
     qps: u32,
 }
 
@@ -38,6 +51,7 @@ impl std::fmt::Debug for StatusWriter {
         f.debug_struct("StatusWriter")
             .field("mode", &self.mode)
             .field("interval", &self.interval)
+            .field("refresh", &self.refresh)
             .finish()
     }
 }
@@ -72,13 +86,96 @@ pub fn status_patch(t: &TwinState) -> Value {
     json!({"status": status})
 }
 
+/// What a status patch says apart from timestamps: each twin's property,
+/// reported and observed desired value, and the state. Two reports with the
+/// same fingerprint differ only in when they were made.
+pub fn value_fingerprint(t: &TwinState) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (name, r) in &t.twins {
+        (
+            name,
+            &r.reported,
+            &r.observed_desired,
+            r.reported_meta.get("type"),
+        )
+            .hash(&mut h);
+    }
+    t.state.hash(&mut h);
+    h.finish()
+}
+
+/// Which dirty devices to patch now: the ones whose values changed since
+/// their last patch, and the ones held back with only timestamps changed once
+/// their last patch is `refresh` old. See the module docs.
+#[derive(Debug, Default)]
+pub struct RefreshPolicy {
+    refresh: Duration,
+    /// Per device: fingerprint of the last patch written and when.
+    written: HashMap<ObjectKey, (u64, Instant)>,
+    /// Devices held back (only timestamps changed): when they are due.
+    held: HashMap<ObjectKey, Instant>,
+}
+
+impl RefreshPolicy {
+    /// A policy writing unchanged values at most once per `refresh`.
+    pub fn new(refresh: Duration) -> Self {
+        Self {
+            refresh,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `key`, dirty with `fingerprint`, is patched at `now`; when not,
+    /// it is held until its refresh is due ([`RefreshPolicy::due`]).
+    pub fn should_write(&mut self, key: &ObjectKey, fingerprint: u64, now: Instant) -> bool {
+        match self.written.get(key) {
+            Some((fp, at)) if *fp == fingerprint && now.duration_since(*at) < self.refresh => {
+                self.held.insert(key.clone(), *at + self.refresh);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Records a successful patch of `key`.
+    pub fn written(&mut self, key: &ObjectKey, fingerprint: u64, now: Instant) {
+        self.held.remove(key);
+        self.written.insert(key.clone(), (fingerprint, now));
+    }
+
+    /// Forgets a device that left the node.
+    pub fn forget(&mut self, key: &ObjectKey) {
+        self.held.remove(key);
+        self.written.remove(key);
+    }
+
+    /// Takes the held devices whose refresh is due at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<ObjectKey> {
+        let due: Vec<ObjectKey> = self
+            .held
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &due {
+            self.held.remove(k);
+            // Due means written regardless of the fingerprint.
+            self.written.remove(k);
+        }
+        due
+    }
+}
+
 impl StatusWriter {
-    /// A writer; `qps` caps patches per second.
+    /// A writer: at most one patch per device per `interval`, unchanged
+    /// values re-written at most once per `refresh`, at most `qps` patches per
+    /// second.
     pub fn new(
         client: kube::Client,
         hub: Arc<Hub>,
         mode: StatusMode,
         interval: Duration,
+        refresh: Duration,
         qps: u32,
     ) -> Self {
         Self {
@@ -86,6 +183,7 @@ impl StatusWriter {
             hub,
             mode,
             interval,
+            refresh,
             qps: qps.max(1),
         }
     }
@@ -113,19 +211,31 @@ impl StatusWriter {
         let gap = Duration::from_secs(1) / self.qps;
         // Log an outage once, and its end, not every round.
         let mut failing = false;
+        let mut policy = RefreshPolicy::new(self.refresh);
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
                 _ = tokio::time::sleep(self.interval) => false,
             };
-            let keys = self.hub.take_status_dirty();
+            let mut keys = self.hub.take_status_dirty();
+            keys.extend(policy.due(Instant::now()));
+            keys.sort();
+            keys.dedup();
             let mut pending = keys.into_iter();
             while let Some(key) = pending.next() {
                 let Some(state) = self.hub.twin_state(key.as_str()) else {
+                    policy.forget(&key);
                     continue;
                 };
+                let fingerprint = value_fingerprint(&state);
+                // On the way out the latest timestamps are written too.
+                if !stopping && !policy.should_write(&key, fingerprint, Instant::now()) {
+                    self.hub.metrics().status_patch("held");
+                    continue;
+                }
                 match self.write(&key, &status_patch(&state)).await {
                     Ok(()) => {
+                        policy.written(&key, fingerprint, Instant::now());
                         self.hub.metrics().status_patch("ok");
                         if failing {
                             tracing::info!(
@@ -165,6 +275,64 @@ impl StatusWriter {
 mod tests {
     use super::*;
     use crate::records::TwinRecord;
+
+    fn state(reported: &str, timestamp: &str, state: &str) -> TwinState {
+        let mut t = TwinState {
+            state: Some(state.into()),
+            last_online: Some(format!("2026-01-01T00:00:{timestamp}Z")),
+            ..Default::default()
+        };
+        t.twins.insert(
+            "temp".into(),
+            TwinRecord {
+                reported: reported.into(),
+                reported_meta: [("timestamp".to_owned(), timestamp.to_owned())].into(),
+                ..Default::default()
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn fingerprint_ignores_timestamps_only() {
+        let a = value_fingerprint(&state("21", "01", "online"));
+        assert_eq!(a, value_fingerprint(&state("21", "02", "online")));
+        assert_ne!(a, value_fingerprint(&state("22", "01", "online")));
+        assert_ne!(a, value_fingerprint(&state("21", "01", "offline")));
+        let mut desired = state("21", "01", "online");
+        if let Some(t) = desired.twins.get_mut("temp") {
+            t.observed_desired = "5".into();
+        }
+        assert_ne!(a, value_fingerprint(&desired));
+    }
+
+    #[test]
+    fn unchanged_values_wait_for_the_refresh() {
+        let k = ObjectKey::new("default", "a");
+        let refresh = Duration::from_secs(60);
+        let mut p = RefreshPolicy::new(refresh);
+        let t0 = Instant::now();
+        assert!(p.should_write(&k, 1, t0), "first patch goes out");
+        p.written(&k, 1, t0);
+        // Timestamps only: held, and not due before the refresh.
+        assert!(!p.should_write(&k, 1, t0 + Duration::from_secs(1)));
+        assert!(p.due(t0 + Duration::from_secs(59)).is_empty());
+        // A changed value goes out at once.
+        assert!(p.should_write(&k, 2, t0 + Duration::from_secs(2)));
+        p.written(&k, 2, t0 + Duration::from_secs(2));
+        assert!(
+            p.due(t0 + Duration::from_secs(70)).is_empty(),
+            "nothing held"
+        );
+        // Held again, then due one refresh after the last patch.
+        assert!(!p.should_write(&k, 2, t0 + Duration::from_secs(3)));
+        assert_eq!(p.due(t0 + Duration::from_secs(62)), std::slice::from_ref(&k));
+        assert!(p.due(t0 + Duration::from_secs(63)).is_empty(), "taken once");
+        // A due device is written even with the same fingerprint.
+        assert!(p.should_write(&k, 2, t0 + Duration::from_secs(62)));
+        p.forget(&k);
+        assert!(p.should_write(&k, 2, t0 + Duration::from_secs(63)));
+    }
 
     #[test]
     fn patch_shape() {

@@ -55,6 +55,8 @@ struct Store {
     rv: u64,
     history: Vec<Change>,
     requests: Vec<(String, String)>,
+    /// Body size of each request in `requests`, bytes.
+    request_bytes: Vec<usize>,
     uid: u64,
 }
 
@@ -203,6 +205,16 @@ impl FakeApi {
         lock(&self.store).requests.clone()
     }
 
+    /// `(method, path?query, body bytes)` of every request so far.
+    pub fn requests_with_sizes(&self) -> Vec<(String, String, usize)> {
+        let st = lock(&self.store);
+        st.requests
+            .iter()
+            .zip(&st.request_bytes)
+            .map(|((m, p), n)| (m.clone(), p.clone(), *n))
+            .collect()
+    }
+
     /// An object, if present. `resource` is e.g. `devices.kubeedge.io/v1beta1/devices`.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         lock(&self.store)
@@ -336,9 +348,11 @@ async fn handle(
     Query(q): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    lock(&api.store)
-        .requests
-        .push((method.to_string(), uri.to_string()));
+    {
+        let mut st = lock(&api.store);
+        st.requests.push((method.to_string(), uri.to_string()));
+        st.request_bytes.push(body.len());
+    }
     if api.down.load(Ordering::SeqCst) {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,

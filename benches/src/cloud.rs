@@ -1,0 +1,262 @@
+//! Cloud traffic: what edgecore-dmi sends to the API server per device-hour
+//! (status patches and their bytes) with the Kubernetes source, against
+//! `kube-fake` (no real API server runs here), for 1 s collect and report
+//! cycles on slowly and on fast changing values, next to what stock EdgeCore
+//! sends: one upstream message per report (KubeEdge's DMI server forwards each
+//! `ReportDeviceStatus` and `ReportDeviceStates` to the cloud as it comes).
+//!
+//! The stock count is the reports edgecore-dmi received in the same window
+//! (its `reports_total`), so both sides see the same mapper traffic. Stock
+//! bytes are estimated as that count times our mean patch body in the same
+//! run (a stock message carries the same twins plus its envelope, so the
+//! estimate is low for stock).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kube_fake::FakeApi;
+use serde_json::{Value, json};
+
+use crate::procs::{Proc, bin_dir, metric_sum, wait_until};
+use crate::startup::admin_get;
+
+const DEVICES: &str = "devices.kubeedge.io/v1beta1/devices";
+const MODELS: &str = "devices.kubeedge.io/v1beta1/devicemodels";
+const STATUSES: &str = "devices.kubeedge.io/v1beta1/devicestatuses";
+const NODE: &str = "bench-node";
+
+/// How the simulated values move.
+#[derive(Debug, Clone, Copy)]
+enum Values {
+    /// Two integer ramps that step once a minute and once every two minutes,
+    /// a constant text and a set-point: a tank level or a room temperature.
+    Slow,
+    /// Four counters that change on every read.
+    Fast,
+}
+
+fn visitors(v: Values) -> [(&'static str, &'static str, Value); 4] {
+    match v {
+        Values::Slow => [
+            (
+                "temp",
+                "INT",
+                json!({"pattern": "ramp", "min": 0, "max": 10, "periodMs": 600_000}),
+            ),
+            (
+                "level",
+                "INT",
+                json!({"pattern": "ramp", "min": 40, "max": 45, "periodMs": 600_000}),
+            ),
+            (
+                "mode",
+                "STRING",
+                json!({"pattern": "constant", "value": "auto"}),
+            ),
+            (
+                "setpoint",
+                "INT",
+                json!({"pattern": "setpoint", "value": 20}),
+            ),
+        ],
+        Values::Fast => ["a", "b", "c", "d"].map(|n| {
+            (
+                n,
+                "INT",
+                json!({"pattern": "counter", "max": 1_000_000_000}),
+            )
+        }),
+    }
+}
+
+fn put_devices(api: &FakeApi, count: usize, v: Values) {
+    let props = visitors(v);
+    api.put(
+        MODELS,
+        json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+            "metadata": {"name": "cloud-model", "namespace": "default"},
+            "spec": {"protocol": "virtual", "properties": props.iter().map(|(n, t, _)| json!({
+                "name": n, "type": t, "accessMode": if *n == "setpoint" { "ReadWrite" } else { "ReadOnly" }}))
+                .collect::<Vec<_>>()}}),
+    );
+    for i in 0..count {
+        let name = format!("dev-{i}");
+        api.put(
+            DEVICES,
+            json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+                "metadata": {"name": name, "namespace": "default",
+                    "labels": {"devices.kubeedge.io/node-name": NODE}},
+                "spec": {"deviceModelRef": {"name": "cloud-model"}, "nodeName": NODE,
+                    "protocol": {"protocolName": "virtual"},
+                    "stateReport": {"reportToCloud": true, "reportCycle": 1000},
+                    "properties": props.iter().map(|(n, _, c)| json!({
+                        "name": n, "collectCycle": 1000, "reportCycle": 1000, "reportToCloud": true,
+                        "visitors": {"protocolName": "virtual", "configData": c}}))
+                        .collect::<Vec<_>>()}}),
+        );
+        api.put(
+            STATUSES,
+            json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceStatus",
+                "metadata": {"name": name, "namespace": "default"}, "spec": {}, "status": {}}),
+        );
+    }
+}
+
+/// Status patches so far: (count, body bytes).
+fn patches(api: &FakeApi) -> (f64, f64) {
+    api.requests_with_sizes()
+        .iter()
+        .filter(|(m, p, _)| m == "PATCH" && p.contains("/status"))
+        .fold((0.0, 0.0), |(n, b), (_, _, s)| (n + 1.0, b + *s as f64))
+}
+
+/// Per device-hour over one window.
+#[derive(Debug, Clone, Copy)]
+struct Traffic {
+    patches: f64,
+    bytes: f64,
+    /// Reports edgecore-dmi received: what stock EdgeCore forwards one by one.
+    reports: f64,
+    /// Mean status patch body over the whole run, bytes.
+    mean_patch: f64,
+}
+
+async fn scenario(
+    dir: &Path,
+    count: usize,
+    v: Values,
+    window: Duration,
+) -> anyhow::Result<Traffic> {
+    let api = FakeApi::start().await?;
+    put_devices(&api, count, v);
+    std::fs::create_dir_all(dir.join("devices"))?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n",
+            api.url()
+        ),
+    )?;
+    let mut args = crate::dmi::edgecore_args(dir);
+    args.extend(
+        ["--source", "kubernetes", "--node-name", NODE]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    let kc = kubeconfig.display().to_string();
+    let _ec = Proc::start(
+        &bin_dir().join("edgecore-dmi"),
+        &args,
+        &dir.join("edgecore.log"),
+        &[("KUBECONFIG", &kc)],
+    )?;
+    let repo = bin_dir()
+        .ancestors()
+        .find(|p| p.join("examples/config/virtual-mapper.yaml").exists())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("examples/ not found above {}", bin_dir().display()))?;
+    let margs: Vec<String> = [
+        "--config-file",
+        &repo
+            .join("examples/config/virtual-mapper.yaml")
+            .display()
+            .to_string(),
+        "--socket-path",
+        &dir.join("virtual.sock").display().to_string(),
+        "--edgecore-sock",
+        &dir.join("dmi.sock").display().to_string(),
+        "--log",
+        "warn",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let _mapper = Proc::start(
+        &bin_dir().join("mapper-virtual"),
+        &margs,
+        &dir.join("mapper.log"),
+        &[],
+    )?;
+    let last = format!("dev-{}", count.saturating_sub(1));
+    wait_until("every device's twins in its DeviceStatus", 60, || {
+        let ds = api.get(STATUSES, "default", &last)?;
+        (ds["status"]["twins"].as_array()?.len() == 4).then_some(())
+    })
+    .await?;
+    // The first patch of every device is out; measure the steady state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let admin = dir.join("edgecore-dmi.admin.sock");
+    let reports = async || {
+        let text = admin_get(&admin, "/metrics").await.unwrap_or_default();
+        metric_sum(&text, "edgecore_dmi_reports_total")
+    };
+    let (p0, b0, r0, t0) = {
+        let (p, b) = patches(&api);
+        (p, b, reports().await, Instant::now())
+    };
+    tokio::time::sleep(window).await;
+    let (p1, b1) = patches(&api);
+    let r1 = reports().await;
+    let hours = t0.elapsed().as_secs_f64() / 3600.0;
+    let per = |x: f64| x / count as f64 / hours;
+    Ok(Traffic {
+        patches: per(p1 - p0),
+        bytes: per(b1 - b0),
+        reports: per(r1 - r0),
+        mean_patch: if p1 > 0.0 { b1 / p1 } else { f64::NAN },
+    })
+}
+
+fn kib(bytes: f64) -> String {
+    if bytes >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", bytes / 1024.0 / 1024.0)
+    } else {
+        format!("{:.1} KiB", bytes / 1024.0)
+    }
+}
+
+/// The rows of `--only cloud`.
+pub(crate) async fn rows(q: bool, seconds: Option<u64>) -> anyhow::Result<Vec<[String; 5]>> {
+    let count = if q { 10 } else { 40 };
+    let window = Duration::from_secs(seconds.map_or(if q { 10 } else { 120 }, |s| s.max(5)));
+    let mut out = Vec::new();
+    for (label, v, target) in [
+        ("slowly changing values", Values::Slow, "≤ 1/20 of stock"),
+        ("fast changing values", Values::Fast, ""),
+    ] {
+        eprintln!("cloud traffic, {label}: {count} devices for {window:?}...");
+        let dir = tempfile::tempdir()?;
+        let t = scenario(dir.path(), count, v, window).await?;
+        let stock_bytes = t.reports * t.mean_patch;
+        let ratio = |ours: f64, stock: f64| {
+            if ours > 0.0 {
+                format!("1/{:.0} of stock", stock / ours)
+            } else {
+                "none in the window (use a longer one)".to_owned()
+            }
+        };
+        let scale = format!(
+            "{label}, {count} devices × 4 properties, 1 s collect and report cycles, {} s",
+            window.as_secs()
+        );
+        out.push([
+            format!("Status patches to the API server per device-hour, {scale}"),
+            format!("{:.0}", t.patches),
+            format!("stock EdgeCore (one message per report): {:.0}", t.reports),
+            ratio(t.patches, t.reports),
+            target.to_owned(),
+        ]);
+        out.push([
+            format!("Bytes to the API server per device-hour, {scale}"),
+            kib(t.bytes),
+            format!(
+                "stock, estimated as reports × our mean patch body: {}",
+                kib(stock_bytes)
+            ),
+            ratio(t.bytes, stock_bytes),
+            String::new(),
+        ]);
+    }
+    Ok(out)
+}
