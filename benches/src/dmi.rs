@@ -43,7 +43,7 @@ const TWINS: [(&str, &str); 5] = [
     ("mode", "auto"),
 ];
 
-fn status_request(device: &str) -> pb::ReportDeviceStatusRequest {
+pub(crate) fn status_request(device: &str) -> pb::ReportDeviceStatusRequest {
     let meta: BTreeMap<String, String> = [
         ("timestamp".to_owned(), "1763700000000".to_owned()),
         ("type".to_owned(), "float".to_owned()),

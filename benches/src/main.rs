@@ -18,6 +18,7 @@ mod fake_edgecore;
 mod modbus;
 mod opcua;
 mod procs;
+mod scale;
 mod serial;
 mod sinks;
 mod startup;
@@ -51,6 +52,9 @@ struct Args {
     /// scale, sinks, serial, ble, wasm, opcua (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Where the scale group draws its curves (SVG).
+    #[arg(long, default_value = "target/bench-scale.svg")]
+    plot: std::path::PathBuf,
     #[command(subcommand)]
     internal: Option<Internal>,
 }
@@ -362,6 +366,14 @@ async fn main() -> anyhow::Result<()> {
     // 4c. Cloud traffic: status patches per device-hour against one message per report.
     if run("cloud") {
         for r in cloud::rows(q, args.seconds).await? {
+            let [a, b, c, d, e] = r;
+            row(&a, b, c, d, &e);
+        }
+    }
+
+    // 4d. Scale curves: edgecore-dmi over devices × mappers, one mapper over devices.
+    if run("scale") {
+        for r in scale::rows(q, args.seconds, &args.plot).await? {
             let [a, b, c, d, e] = r;
             row(&a, b, c, d, &e);
         }

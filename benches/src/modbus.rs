@@ -69,7 +69,7 @@ pub(crate) struct Collected {
     pub(crate) cpu_cores: f64,
 }
 
-fn cv(v: serde_json::Value) -> Option<pb::CustomizedValue> {
+pub(crate) fn cv(v: serde_json::Value) -> Option<pb::CustomizedValue> {
     let map = v.as_object().cloned().unwrap_or_default();
     to_any_map(&map, NumberEncoding::Stock)
         .ok()

@@ -190,9 +190,33 @@ impl DeviceMapperService for CountingMapper {
     }
 }
 
+/// Serves `mappers` counting mappers at `dir/mM.sock` (the addresses
+/// [`register_mappers`] registers); the shared RegisterDevice count and a
+/// guard that stops them when dropped.
+pub(crate) fn counting_mappers(
+    dir: &Path,
+    mappers: usize,
+) -> anyhow::Result<(Arc<AtomicUsize>, tokio_util::sync::DropGuard)> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    for m in 0..mappers {
+        let listener = tokio::net::UnixListener::bind(dir.join(format!("m{m}.sock")))?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let svc = DeviceMapperServiceServer::new(CountingMapper(count.clone()));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+        });
+    }
+    Ok((count, stop.drop_guard()))
+}
+
 /// Waits until `count` reaches `n`; the time it took, ms, or an error after
 /// `limit`.
-async fn until_count(
+pub(crate) async fn until_count(
     count: &AtomicUsize,
     n: usize,
     t0: Instant,
@@ -221,21 +245,7 @@ pub(crate) async fn restart(
 ) -> anyhow::Result<(f64, String, f64, String)> {
     let dir = tempfile::tempdir()?;
     devices_yaml(&dir.path().join("devices"), devices, mappers)?;
-    let count = Arc::new(AtomicUsize::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    for m in 0..mappers {
-        let listener = tokio::net::UnixListener::bind(dir.path().join(format!("m{m}.sock")))?;
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let svc = DeviceMapperServiceServer::new(CountingMapper(count.clone()));
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
-        });
-    }
-    let _guard = stop.drop_guard();
+    let (count, _guard) = counting_mappers(dir.path(), mappers)?;
     let bin = bin_dir().join("edgecore-dmi");
     let log = dir.path().join("edgecore.log");
     let admin = dir.path().join("edgecore-dmi.admin.sock");
