@@ -299,7 +299,7 @@ async fn unchanged_values_are_patched_once_per_refresh() {
                 "--node-name",
                 "edge-1",
                 "--status-refresh",
-                "4s",
+                "10s",
             ],
             &[("KUBECONFIG", &kc)],
         );
@@ -313,19 +313,26 @@ async fn unchanged_values_are_patched_once_per_refresh() {
         twin(&api, "tank-1", "level").filter(|v| v == "7")
     })
     .await;
-    // Let the first writes settle, then count over 6 s of reports every 250 ms
-    // (24 reports): one refresh (4 s) or two, never one per report.
+    // Let the first writes settle, then count over 15 s of reports every
+    // 250 ms (60 reports): one refresh (10 s) or two, never one per report.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let p0 = status_patches(&api, "tank-1");
     let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let n = status_patches(&api, "tank-1") - p0;
     assert!(
         (1..=2).contains(&n),
-        "{n} status patches in {:?} with unchanged values and a 4 s refresh",
+        "{n} status patches in {:?} with unchanged values and a 10 s refresh",
         t0.elapsed()
     );
-    // A new desired value changes the set-point: written within the interval.
+    // Right after a refresh went out, a new desired value changes the
+    // set-point: it must be written within the interval, long before the
+    // next refresh (about 10 s away).
+    let before = status_patches(&api, "tank-1");
+    wait("a refresh", 15, || {
+        (status_patches(&api, "tank-1") > before).then_some(())
+    })
+    .await;
     api.put(DEVICES, steady("9"));
     let t1 = Instant::now();
     wait("the new set-point written back", 30, || {
@@ -333,7 +340,7 @@ async fn unchanged_values_are_patched_once_per_refresh() {
     })
     .await;
     assert!(
-        t1.elapsed() < Duration::from_secs(4),
+        t1.elapsed() < Duration::from_secs(7),
         "a changed value waited for the refresh: {:?}",
         t1.elapsed()
     );

@@ -15,8 +15,9 @@
 //! | `reports_total` | counter | `kind` (`twins`, `state`), `result` (`accepted`, `rejected`), `reason` | `ReportDeviceStatus` / `ReportDeviceStates` calls; `reason` is empty when accepted, else `invalid`, `unknown_device`, `undeclared_property` or `metadata` |
 //! | `dispatch_actions_total` | counter | `action` (`create_model`, `update_model`, `remove_model`, `register_device`, `update_device`, `remove_device`), `result` (`ok`, `refused`, `timeout`, `transport`) | calls to mappers |
 //! | `store_bytes` | gauge | | size of the embedded store file |
-//! | `status_queue` | gauge | | devices whose status waits to be written back to Kubernetes (drained only with the kubernetes source) |
-//! | `status_patches_total` | counter | `result` (`ok`, `not_found`, `failed`, `held`) | status patches sent to the API server; `held`: a report that changed only timestamps, written later with the refresh (`statusRefresh`) |
+//! | `status_queue` | gauge | | devices whose changed status waits to be written back to Kubernetes (drained only with the kubernetes source; not those held back until their refresh) |
+//! | `status_patches_total` | counter | `result` (`ok`, `not_found`, `failed`) | status patches sent to the API server |
+//! | `status_held_total` | counter | | status write-back rounds in which a device was not patched because its reports changed only timestamps (written later, once per `statusRefresh`) |
 //!
 //! `deploy/grafana-dashboard.json` is a Grafana dashboard of these series.
 
@@ -102,6 +103,7 @@ pub struct NodeMetrics {
     reports: Family<ReportLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
     patches: Family<ResultLabel, Counter>,
+    held: Counter,
     /// Size of the store file, bytes, as last measured.
     store_bytes: AtomicU64,
 }
@@ -152,11 +154,15 @@ impl NodeMetrics {
             .inc();
     }
 
-    /// Counts a status patch: `ok`, `not_found` or `failed`; `held` counts a
-    /// report whose patch was held back (only timestamps changed,
-    /// [`crate::kubernetes`] status write-back).
+    /// Counts a status patch: `ok`, `not_found` or `failed`.
     pub fn status_patch(&self, result: &'static str) {
         self.patches.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a device not patched in a write-back round because its
+    /// reports changed only timestamps (`status_held_total`).
+    pub fn status_held(&self) {
+        self.held.inc();
     }
 
     /// Records the store file's size, bytes.
@@ -218,13 +224,18 @@ impl NodeMetrics {
         r.register("store_bytes", "Size of the embedded store file", store);
         r.register(
             "status_queue",
-            "Devices whose status waits to be written back to Kubernetes",
+            "Devices whose changed status waits to be written back to Kubernetes",
             gauge(gauges.status_queue),
         );
         r.register(
             "status_patches",
             "Status patches sent to the API server",
             self.patches.clone(),
+        );
+        r.register(
+            "status_held",
+            "Devices not patched in a write-back round: only timestamps changed",
+            self.held.clone(),
         );
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -267,6 +278,8 @@ mod tests {
         m.action("register_device", ActionResult::Ok);
         m.action("register_device", ActionResult::Refused);
         m.status_patch("ok");
+        m.status_held();
+        m.status_held();
         m.set_store_bytes(4096);
         let text = m.render(&Gauges {
             devices: 3,
@@ -316,5 +329,6 @@ mod tests {
             value(&text, "edgecore_dmi_status_patches_total{result=\"ok\"}"),
             Some(1.0)
         );
+        assert_eq!(value(&text, "edgecore_dmi_status_held_total"), Some(2.0));
     }
 }

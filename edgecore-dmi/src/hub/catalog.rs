@@ -229,6 +229,7 @@ impl Hub {
             tracing::info!(device = %k, "device removed");
             st.devices.remove(&k);
             st.twins.remove(&k);
+            st.removals += 1;
             st.dirty.insert(Dirty::Device(k.clone()));
             st.dirty.insert(Dirty::Twins(k));
         }

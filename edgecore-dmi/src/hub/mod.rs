@@ -74,6 +74,9 @@ struct State {
     dirty: HashSet<Dirty>,
     /// Devices whose twins or state changed since the last status write-back.
     status_dirty: HashSet<ObjectKey>,
+    /// Devices removed from the node so far (the status writer forgets what
+    /// it wrote when this moves: a device that comes back starts afresh).
+    removals: u64,
 }
 
 /// The node's device state. See the module docs.

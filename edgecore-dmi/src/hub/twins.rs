@@ -234,6 +234,14 @@ impl Hub {
         keys
     }
 
+    /// How many devices were removed from the node so far: when it moves,
+    /// the status writer forgets which values it already wrote
+    /// ([`crate::kubernetes::RefreshPolicy::forget_all`]), so a device that
+    /// is re-created or moves back to this node gets a full patch.
+    pub fn removals(&self) -> u64 {
+        self.lock().removals
+    }
+
     /// Puts devices back for the next status write-back (the write failed).
     /// Devices no longer on the node are dropped.
     pub fn mark_status_dirty(&self, keys: impl IntoIterator<Item = ObjectKey>) {

@@ -13,8 +13,12 @@
 //! desired values, the same state: a slowly changing value reported every
 //! cycle) is held back and written at most once per `refresh`
 //! ([`Config::status_refresh`](crate::config::Config::status_refresh), 60 s
-//! by default), so `lastOnlineTime` and the twins' timestamps in the cluster
-//! lag by at most that long. A changed value is written within `interval`.
+//! by default; `0s` holds nothing back), so `lastOnlineTime` and the twins'
+//! timestamps in the cluster lag by at most `refresh` + `interval` (plus the
+//! queue behind `qps`). A changed value is written within `interval`. What
+//! was written is forgotten when the API server answers 404, when a device
+//! leaves the node (one that comes back gets a full patch) and on restart;
+//! held devices are written on shutdown.
 //! Stock EdgeCore sends one upstream message per report instead; on a
 //! bandwidth-limited link this is the difference between one patch per device
 //! per second and one per minute (benches/README.md, "Cloud traffic").
@@ -143,14 +147,36 @@ impl RefreshPolicy {
         self.written.insert(key.clone(), (fingerprint, now));
     }
 
-    /// Forgets a device that left the node.
+    /// Forgets a device that left the node or whose status object is gone.
     pub fn forget(&mut self, key: &ObjectKey) {
         self.held.remove(key);
         self.written.remove(key);
     }
 
-    /// Takes the held devices whose refresh is due at `now`.
+    /// Forgets every write (devices left the node): each device's next report
+    /// is written in full. Held devices stay held until due.
+    pub fn forget_all(&mut self) {
+        self.written.clear();
+    }
+
+    /// Takes every held device (on shutdown: write the latest timestamps).
+    pub fn take_held(&mut self) -> Vec<ObjectKey> {
+        self.held.drain().map(|(k, _)| k).collect()
+    }
+
+    /// Devices held back now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Takes the held devices whose refresh is due at `now`. Writes older
+    /// than the refresh are dropped too (a report after them is written
+    /// anyway), which bounds what is kept to the devices written within the
+    /// last refresh.
     pub fn due(&mut self, now: Instant) -> Vec<ObjectKey> {
+        let refresh = self.refresh;
+        self.written
+            .retain(|_, (_, at)| now.duration_since(*at) < refresh);
         let due: Vec<ObjectKey> = self
             .held
             .iter()
@@ -212,13 +238,22 @@ impl StatusWriter {
         // Log an outage once, and its end, not every round.
         let mut failing = false;
         let mut policy = RefreshPolicy::new(self.refresh);
+        let mut removals = self.hub.removals();
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
                 _ = tokio::time::sleep(self.interval) => false,
             };
+            let now_removals = self.hub.removals();
+            if now_removals != removals {
+                policy.forget_all();
+                removals = now_removals;
+            }
             let mut keys = self.hub.take_status_dirty();
             keys.extend(policy.due(Instant::now()));
+            if stopping {
+                keys.extend(policy.take_held());
+            }
             keys.sort();
             keys.dedup();
             let mut pending = keys.into_iter();
@@ -230,7 +265,7 @@ impl StatusWriter {
                 let fingerprint = value_fingerprint(&state);
                 // On the way out the latest timestamps are written too.
                 if !stopping && !policy.should_write(&key, fingerprint, Instant::now()) {
-                    self.hub.metrics().status_patch("held");
+                    self.hub.metrics().status_held();
                     continue;
                 }
                 match self.write(&key, &status_patch(&state)).await {
@@ -249,6 +284,8 @@ impl StatusWriter {
                         // The DeviceStatus (or Device) is not there yet; try again later.
                         self.hub.metrics().status_patch("not_found");
                         tracing::debug!(device = %key, "status target not found yet");
+                        // Whatever it held is gone: write in full once it is back.
+                        policy.forget(&key);
                         self.hub.mark_status_dirty([key]);
                     }
                     Err(e) => {
@@ -321,17 +358,45 @@ mod tests {
         assert!(p.should_write(&k, 2, t0 + Duration::from_secs(2)));
         p.written(&k, 2, t0 + Duration::from_secs(2));
         assert!(
-            p.due(t0 + Duration::from_secs(70)).is_empty(),
+            p.due(t0 + Duration::from_secs(30)).is_empty(),
             "nothing held"
         );
         // Held again, then due one refresh after the last patch.
         assert!(!p.should_write(&k, 2, t0 + Duration::from_secs(3)));
-        assert_eq!(p.due(t0 + Duration::from_secs(62)), std::slice::from_ref(&k));
+        assert_eq!(
+            p.due(t0 + Duration::from_secs(62)),
+            std::slice::from_ref(&k)
+        );
         assert!(p.due(t0 + Duration::from_secs(63)).is_empty(), "taken once");
         // A due device is written even with the same fingerprint.
         assert!(p.should_write(&k, 2, t0 + Duration::from_secs(62)));
         p.forget(&k);
         assert!(p.should_write(&k, 2, t0 + Duration::from_secs(63)));
+    }
+
+    #[test]
+    fn forgetting_and_shutdown() {
+        let (a, b) = (
+            ObjectKey::new("default", "a"),
+            ObjectKey::new("default", "b"),
+        );
+        let mut p = RefreshPolicy::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        p.written(&a, 1, t0);
+        p.written(&b, 1, t0);
+        assert!(!p.should_write(&a, 1, t0 + Duration::from_secs(1)));
+        assert_eq!(p.held(), 1);
+        // A device left the node: every next report is written in full.
+        p.forget_all();
+        assert!(p.should_write(&b, 1, t0 + Duration::from_secs(2)));
+        // Held devices are still handed out on shutdown.
+        assert_eq!(p.take_held(), std::slice::from_ref(&a));
+        assert_eq!(p.held(), 0);
+        // Old writes are pruned by `due`.
+        p.written(&a, 1, t0);
+        assert!(p.due(t0 + Duration::from_secs(61)).is_empty());
+        assert!(p.should_write(&a, 1, t0 + Duration::from_secs(61)));
+        assert!(p.written.is_empty());
     }
 
     #[test]
