@@ -33,10 +33,12 @@
 //! Durability: while a target is healthy, records wait in memory only (a few
 //! ms to one delivery). When a delivery fails, everything in memory is
 //! spooled, and from then on every new record is spooled as it comes (group
-//! commits, redb `Durability::Immediate`) until the spool is drained again. A
+//! commits, redb `Durability::Immediate`; once the target is back and the
+//! spool replays, at most every 100 ms) until the spool is drained again. A
 //! record in the spool survives `kill -9` and a crash of the machine; what a
 //! `kill -9` can lose is the records of the current healthy batch and those
-//! read within one spool commit (milliseconds) of the kill. Delivery is at
+//! read within one spool commit (milliseconds; 100 ms during a replay) of the
+//! kill. Delivery is at
 //! least once: a batch whose acknowledgement was lost is sent again (Redis
 //! members and InfluxDB points are idempotent; MySQL rows are written in one
 //! transaction per batch).

@@ -11,10 +11,12 @@
 //! Durability: while a target is healthy, records wait in memory only (a few
 //! ms to one delivery). When a delivery fails, everything in memory is
 //! spooled, and from then on every new record is spooled as it comes (group
-//! commits, redb `Durability::Immediate`) until the spool is drained again. A
+//! commits, redb `Durability::Immediate`; once the target is back and the
+//! spool replays, at most every 100 ms) until the spool is drained again. A
 //! record in the spool survives `kill -9` and a crash of the machine; what a
 //! `kill -9` can lose is the records of the current healthy batch and those
-//! read within one spool commit (milliseconds) of the kill. Delivery is at
+//! read within one spool commit (milliseconds; 100 ms during a replay) of the
+//! kill. Delivery is at
 //! least once: a batch whose acknowledgement was lost is sent again (Redis
 //! members and InfluxDB points are idempotent; MySQL rows are written in one
 //! transaction per batch).
@@ -542,6 +544,19 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// While the spool replays, records arriving meanwhile are moved behind it at
+/// most this often (or when memory is half full): each move is one durable
+/// commit, and one per delivered batch held a debug build's replay below its
+/// intake. What a `kill -9` during a replay can lose is what arrived within
+/// this long.
+const SPILL_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether records in memory go behind a non-empty spool now: memory half
+/// full, or [`SPILL_EVERY`] since the last spill.
+fn spill_due(lane: &Lane, last_spill: Instant) -> bool {
+    lane.len() > 0 && (lane.len() * 2 >= lane.cap || last_spill.elapsed() >= SPILL_EVERY)
+}
+
 /// Moves everything in `lane`'s memory to the tail of its spool in one
 /// commit. On failure nothing is lost: the records go back to memory
 /// (bounded) and `false` says to leave the spool alone for a while.
@@ -589,6 +604,7 @@ pub(crate) async fn forward(
     // After a spool write fails, the lane keeps records in memory until then.
     let mut spool_retry_at: Option<Instant> = None;
     let spool_log = edge_rt::logging::Throttle::new(WARN_EVERY);
+    let mut last_spill = Instant::now();
     let m = lane.metrics.clone();
     if let Some(s) = &spool {
         m.spooled.set(s.len as i64);
@@ -596,10 +612,14 @@ pub(crate) async fn forward(
     loop {
         let spool_usable = spool_retry_at.is_none_or(|t| Instant::now() >= t);
         if spool_usable && let Some(s) = spool.take() {
-            // Spill while the target is down, behind a non-empty spool (order),
-            // or when memory is three quarters full (before it drops).
-            let spill = (!healthy || s.len > 0 || lane.len() * 4 >= lane.cap * 3) && lane.len() > 0;
+            // Spill while the target is down, behind a non-empty spool (order;
+            // at most every SPILL_EVERY while it replays, so the replay is not
+            // spent on commits), or when memory is three quarters full
+            // (before it drops).
+            let behind = s.len > 0 && spill_due(&lane, last_spill);
+            let spill = (!healthy || behind || lane.len() * 4 >= lane.cap * 3) && lane.len() > 0;
             spool = Some(if spill {
+                last_spill = Instant::now();
                 let (s, ok) = spill_all(&lane, s, &spool_log).await;
                 spool_retry_at = (!ok).then(|| Instant::now() + SPOOL_RETRY);
                 s
@@ -665,29 +685,49 @@ pub(crate) async fn forward(
         } else {
             let delivery = tokio::time::timeout(opts.delivery_timeout, target.deliver(&entries));
             tokio::pin!(delivery);
-            loop {
+            // While a batch from the spool is out, what arrives goes behind it
+            // on disk (it is newer than the whole spool) instead of filling
+            // memory until the oldest is dropped. The spill runs beside the
+            // delivery, never instead of it: a spill takes as long as the
+            // disk does, and a delivery polled only between spills missed its
+            // deadline under load, again and again (no record delivered while
+            // the spool grew).
+            let mut spilling = None;
+            let r = loop {
                 tokio::select! {
-                    r = &mut delivery => break match r {
-                        Ok(r) => r,
-                        Err(_) => Err(super::SinkError::Unreachable(format!(
-                            "no answer within {:?}",
-                            opts.delivery_timeout
-                        ))),
-                    },
-                    // While a batch from the spool is out, what arrives goes
-                    // behind it on disk (it is newer than the whole spool)
-                    // instead of filling memory until the oldest is dropped.
-                    () = lane.wake.notified(), if from_spool && spool.is_some() => {
-                        if lane.len() * 2 >= lane.cap
+                    r = &mut delivery => break r,
+                    (s, ok) = async {
+                        match spilling.as_mut() {
+                            Some(f) => f.await,
+                            None => std::future::pending::<(Spool, bool)>().await,
+                        }
+                    }, if spilling.is_some() => {
+                        spilling = None;
+                        spool_retry_at = (!ok).then(|| Instant::now() + SPOOL_RETRY);
+                        spool = Some(s);
+                    }
+                    () = lane.wake.notified(), if from_spool && spool.is_some() && spilling.is_none() => {
+                        if spill_due(&lane, last_spill)
                             && spool_retry_at.is_none_or(|t| Instant::now() >= t)
                             && let Some(s) = spool.take()
                         {
-                            let (s, ok) = spill_all(&lane, s, &spool_log).await;
-                            spool_retry_at = (!ok).then(|| Instant::now() + SPOOL_RETRY);
-                            spool = Some(s);
+                            last_spill = Instant::now();
+                            spilling = Some(Box::pin(spill_all(&lane, s, &spool_log)));
                         }
                     }
                 }
+            };
+            if let Some(f) = spilling.take() {
+                let (s, ok) = f.await;
+                spool_retry_at = (!ok).then(|| Instant::now() + SPOOL_RETRY);
+                spool = Some(s);
+            }
+            match r {
+                Ok(r) => r,
+                Err(_) => Err(super::SinkError::Unreachable(format!(
+                    "no answer within {:?}",
+                    opts.delivery_timeout
+                ))),
             }
         };
         match outcome {
