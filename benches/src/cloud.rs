@@ -5,11 +5,11 @@
 //! sends: one upstream message per report (KubeEdge's DMI server forwards each
 //! `ReportDeviceStatus` and `ReportDeviceStates` to the cloud as it comes).
 //!
-//! The stock count is the reports edgecore-dmi received in the same window
+//! The stock count is the reports edgecore-dmi accepted in the same window
 //! (its `reports_total`), so both sides see the same mapper traffic. Stock
-//! bytes are estimated as that count times our mean patch body in the same
-//! run (a stock message carries the same twins plus its envelope, so the
-//! estimate is low for stock).
+//! bytes are estimated: each twin report at our mean patch body of the run
+//! (the same twins), each state report at a state-only patch body, no message
+//! envelope (stock adds one to each).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use kube_fake::FakeApi;
 use serde_json::{Value, json};
 
-use crate::procs::{Proc, bin_dir, metric_sum, wait_until};
+use crate::procs::{Proc, bin_dir, wait_until};
 use crate::startup::admin_get;
 
 const DEVICES: &str = "devices.kubeedge.io/v1beta1/devices";
@@ -28,25 +28,45 @@ const NODE: &str = "bench-node";
 /// How the simulated values move.
 #[derive(Debug, Clone, Copy)]
 enum Values {
-    /// Two integer ramps that step once a minute and once every two minutes,
-    /// a constant text and a set-point: a tank level or a room temperature.
+    /// Nothing changes: only timestamps move (the refresh alone).
+    Unchanged,
+    /// Two integer ramps that step about once a minute and once every two
+    /// minutes (periods spread per device, so devices change at different
+    /// times), a constant text and a set-point: a tank level or a room
+    /// temperature.
     Slow,
     /// Four counters that change on every read.
     Fast,
 }
 
-fn visitors(v: Values) -> [(&'static str, &'static str, Value); 4] {
+fn visitors(v: Values, device: usize) -> [(&'static str, &'static str, Value); 4] {
+    // 10 steps over 10–15 min, 5 steps over 10–15 min.
+    let period = 600_000 + (device as u64 * 7_919) % 300_000;
     match v {
+        Values::Unchanged => [
+            ("temp", "INT", json!({"pattern": "constant", "value": 21})),
+            ("level", "INT", json!({"pattern": "constant", "value": 42})),
+            (
+                "mode",
+                "STRING",
+                json!({"pattern": "constant", "value": "auto"}),
+            ),
+            (
+                "setpoint",
+                "INT",
+                json!({"pattern": "setpoint", "value": 20}),
+            ),
+        ],
         Values::Slow => [
             (
                 "temp",
                 "INT",
-                json!({"pattern": "ramp", "min": 0, "max": 10, "periodMs": 600_000}),
+                json!({"pattern": "ramp", "min": 0, "max": 10, "periodMs": period}),
             ),
             (
                 "level",
                 "INT",
-                json!({"pattern": "ramp", "min": 40, "max": 45, "periodMs": 600_000}),
+                json!({"pattern": "ramp", "min": 40, "max": 45, "periodMs": period}),
             ),
             (
                 "mode",
@@ -70,7 +90,7 @@ fn visitors(v: Values) -> [(&'static str, &'static str, Value); 4] {
 }
 
 fn put_devices(api: &FakeApi, count: usize, v: Values) {
-    let props = visitors(v);
+    let props = visitors(v, 0);
     api.put(
         MODELS,
         json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
@@ -80,6 +100,7 @@ fn put_devices(api: &FakeApi, count: usize, v: Values) {
                 .collect::<Vec<_>>()}}),
     );
     for i in 0..count {
+        let props = visitors(v, i);
         let name = format!("dev-{i}");
         api.put(
             DEVICES,
@@ -110,13 +131,24 @@ fn patches(api: &FakeApi) -> (f64, f64) {
         .fold((0.0, 0.0), |(n, b), (_, _, s)| (n + 1.0, b + *s as f64))
 }
 
+/// Accepted reports of `kind` (`twins`, `state`) in edgecore-dmi's metrics.
+fn accepted(text: &str, kind: &str) -> f64 {
+    let series = format!("edgecore_dmi_reports_total{{kind=\"{kind}\",result=\"accepted\"");
+    text.lines()
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Per device-hour over one window.
 #[derive(Debug, Clone, Copy)]
 struct Traffic {
     patches: f64,
     bytes: f64,
-    /// Reports edgecore-dmi received: what stock EdgeCore forwards one by one.
-    reports: f64,
+    /// Twin reports edgecore-dmi accepted: what stock EdgeCore forwards one by one.
+    twin_reports: f64,
+    /// State reports, likewise.
+    state_reports: f64,
     /// Mean status patch body over the whole run, bytes.
     mean_patch: f64,
 }
@@ -126,6 +158,7 @@ async fn scenario(
     count: usize,
     v: Values,
     window: Duration,
+    refresh: Duration,
 ) -> anyhow::Result<Traffic> {
     let api = FakeApi::start().await?;
     put_devices(&api, count, v);
@@ -140,10 +173,17 @@ async fn scenario(
     )?;
     let mut args = crate::dmi::edgecore_args(dir);
     args.extend(
-        ["--source", "kubernetes", "--node-name", NODE]
-            .iter()
-            .map(|s| (*s).to_owned()),
+        [
+            "--source",
+            "kubernetes",
+            "--node-name",
+            NODE,
+            "--status-refresh",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
     );
+    args.push(format!("{}s", refresh.as_secs()));
     let kc = kubeconfig.display().to_string();
     let _ec = Proc::start(
         &bin_dir().join("edgecore-dmi"),
@@ -178,32 +218,38 @@ async fn scenario(
         &dir.join("mapper.log"),
         &[],
     )?;
-    let last = format!("dev-{}", count.saturating_sub(1));
     wait_until("every device's twins in its DeviceStatus", 60, || {
-        let ds = api.get(STATUSES, "default", &last)?;
-        (ds["status"]["twins"].as_array()?.len() == 4).then_some(())
+        (0..count)
+            .all(|i| {
+                api.get(STATUSES, "default", &format!("dev-{i}"))
+                    .and_then(|ds| ds["status"]["twins"].as_array().map(Vec::len))
+                    == Some(4)
+            })
+            .then_some(())
     })
     .await?;
     // The first patch of every device is out; measure the steady state.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let admin = dir.join("edgecore-dmi.admin.sock");
-    let reports = async || {
-        let text = admin_get(&admin, "/metrics").await.unwrap_or_default();
-        metric_sum(&text, "edgecore_dmi_reports_total")
+    let scrape = async || -> anyhow::Result<(f64, f64)> {
+        let text = admin_get(&admin, "/metrics")
+            .await
+            .ok_or_else(|| anyhow::anyhow!("edgecore-dmi's /metrics did not answer"))?;
+        Ok((accepted(&text, "twins"), accepted(&text, "state")))
     };
-    let (p0, b0, r0, t0) = {
-        let (p, b) = patches(&api);
-        (p, b, reports().await, Instant::now())
-    };
+    let (p0, b0) = patches(&api);
+    let (tw0, st0) = scrape().await?;
+    let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let (p1, b1) = patches(&api);
-    let r1 = reports().await;
+    let (tw1, st1) = scrape().await?;
     let hours = t0.elapsed().as_secs_f64() / 3600.0;
     let per = |x: f64| x / count as f64 / hours;
     Ok(Traffic {
         patches: per(p1 - p0),
         bytes: per(b1 - b0),
-        reports: per(r1 - r0),
+        twin_reports: per(tw1 - tw0),
+        state_reports: per(st1 - st0),
         mean_patch: if p1 > 0.0 { b1 / p1 } else { f64::NAN },
     })
 }
@@ -216,42 +262,83 @@ fn kib(bytes: f64) -> String {
     }
 }
 
+/// The body of a state-only patch, bytes: what a stock state message is
+/// priced at.
+fn state_patch_bytes() -> f64 {
+    json!({"status": {"state": "online", "lastOnlineTime": "2026-01-01T00:00:00Z"}})
+        .to_string()
+        .len() as f64
+}
+
 /// The rows of `--only cloud`.
 pub(crate) async fn rows(q: bool, seconds: Option<u64>) -> anyhow::Result<Vec<[String; 5]>> {
     let count = if q { 10 } else { 40 };
-    let window = Duration::from_secs(seconds.map_or(if q { 10 } else { 120 }, |s| s.max(5)));
+    // The refresh is scaled down in quick runs so that a short window still
+    // sees it; the full run uses the default (60 s) over three refreshes.
+    let refresh = Duration::from_secs(if q { 4 } else { 60 });
+    let slow_window = Duration::from_secs(
+        seconds.map_or(if q { 12 } else { 180 }, |s| s.max(2 * refresh.as_secs())),
+    );
+    let fast_window = Duration::from_secs(seconds.map_or(if q { 6 } else { 60 }, |s| s.max(5)));
     let mut out = Vec::new();
-    for (label, v, target) in [
-        ("slowly changing values", Values::Slow, "≤ 1/20 of stock"),
-        ("fast changing values", Values::Fast, ""),
+    for (label, v, window, target) in [
+        ("unchanged values", Values::Unchanged, slow_window, ""),
+        (
+            "slowly changing values",
+            Values::Slow,
+            slow_window,
+            "≤ 1/20 of stock",
+        ),
+        ("fast changing values", Values::Fast, fast_window, ""),
     ] {
         eprintln!("cloud traffic, {label}: {count} devices for {window:?}...");
         let dir = tempfile::tempdir()?;
-        let t = scenario(dir.path(), count, v, window).await?;
-        let stock_bytes = t.reports * t.mean_patch;
+        let t = match scenario(dir.path(), count, v, window, refresh).await {
+            Ok(t) => t,
+            Err(e) => {
+                out.push([
+                    format!("Cloud traffic, {label}"),
+                    "failed".to_owned(),
+                    format!("{e:#}"),
+                    String::new(),
+                    target.to_owned(),
+                ]);
+                continue;
+            }
+        };
+        let stock = t.twin_reports + t.state_reports;
+        let stock_bytes = t.twin_reports * t.mean_patch + t.state_reports * state_patch_bytes();
         let ratio = |ours: f64, stock: f64| {
             if ours > 0.0 {
                 format!("1/{:.0} of stock", stock / ours)
             } else {
-                "none in the window (use a longer one)".to_owned()
+                "n/a: none in the window".to_owned()
             }
         };
         let scale = format!(
-            "{label}, {count} devices × 4 properties, 1 s collect and report cycles, {} s",
+            "{label}, {count} devices × 4 properties, 1 s collect and report cycles, statusInterval 1 s, statusRefresh {} s, {} s window",
+            refresh.as_secs(),
             window.as_secs()
         );
         out.push([
             format!("Status patches to the API server per device-hour, {scale}"),
-            format!("{:.0}", t.patches),
-            format!("stock EdgeCore (one message per report): {:.0}", t.reports),
-            ratio(t.patches, t.reports),
+            if t.patches > 0.0 {
+                format!("{:.0}", t.patches)
+            } else {
+                "n/a".to_owned()
+            },
+            format!(
+                "stock EdgeCore, one message per report: {:.0} ({:.0} twin + {:.0} state reports)",
+                stock, t.twin_reports, t.state_reports
+            ),
+            ratio(t.patches, stock),
             target.to_owned(),
         ]);
         out.push([
             format!("Bytes to the API server per device-hour, {scale}"),
             kib(t.bytes),
             format!(
-                "stock, estimated as reports × our mean patch body: {}",
+                "stock, estimated (twin reports × our mean patch body, state reports × a state-only patch body, no envelope): {}",
                 kib(stock_bytes)
             ),
             ratio(t.bytes, stock_bytes),

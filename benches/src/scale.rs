@@ -7,7 +7,9 @@
 //! `mappers` protocols, each served by an in-process mapper that accepts every
 //! dispatch; measured are the CPU-seconds from start until every device is
 //! dispatched, RSS once dispatched, then the cores used while every device
-//! reports its five twins once every 10 s, each mapper on its own connection.
+//! reports its five twins once every 10 s (2 s in quick runs), each mapper on
+//! its own connection. The plot's axes are both logarithmic, so linear growth
+//! is a straight line of slope 1 (on top of a fixed part).
 //!
 //! Mapper: mapper-virtual with `devices` devices of five counters collected
 //! and reported every second (a minimal in-process EdgeCore hands them out
@@ -39,7 +41,9 @@ struct NodePoint {
     load_cpu_s: f64,
     /// RSS once dispatched, MiB.
     rss_mib: f64,
-    /// Cores used while every device reports every 10 s.
+    /// RSS at the end of the report window, MiB.
+    rss_reporting_mib: f64,
+    /// Cores used while every device reports once per period.
     report_cores: f64,
     /// Reports per second achieved meanwhile.
     reports_per_s: f64,
@@ -54,10 +58,12 @@ struct MapperPoint {
     rss_mib: f64,
 }
 
-/// Every device reports once per this.
-const REPORT_PERIOD: Duration = Duration::from_secs(10);
-
-async fn node_point(devices: usize, mappers: usize, window: Duration) -> anyhow::Result<NodePoint> {
+async fn node_point(
+    devices: usize,
+    mappers: usize,
+    period: Duration,
+    window: Duration,
+) -> anyhow::Result<NodePoint> {
     let dir = tempfile::tempdir()?;
     devices_yaml(&dir.path().join("devices"), devices, mappers)?;
     let (count, _guard) = counting_mappers(dir.path(), mappers)?;
@@ -90,25 +96,31 @@ async fn node_point(devices: usize, mappers: usize, window: Duration) -> anyhow:
     let rss = rss_mib(ec.pid());
 
     // Steady reports: mapper m owns the devices i ≡ m (mod mappers), and
-    // every 100 ms sends the next slice so each device reports once per period.
+    // every 100 ms sends its share so each device reports once per period
+    // (a fractional budget carried from tick to tick).
     let stop = tokio_util::sync::CancellationToken::new();
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ticks_per_period = (REPORT_PERIOD.as_millis() / 100) as usize;
+    let ticks_per_period = (period.as_millis() / 100).max(1) as f64;
     let mut tasks = Vec::new();
     for m in 0..mappers {
+        let owned: Vec<usize> = (m..devices).step_by(mappers).collect();
+        if owned.is_empty() {
+            continue;
+        }
         let mut c = DeviceManagerServiceClient::new(dmi_proto::transport::channel(
             &socket,
             Default::default(),
         ));
-        let owned: Vec<usize> = (m..devices).step_by(mappers).collect();
         let (stop, sent) = (stop.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
-            let per_tick = owned.len().div_ceil(ticks_per_period).max(1);
-            let mut next = 0usize;
+            let per_tick = owned.len() as f64 / ticks_per_period;
+            let (mut budget, mut next) = (0.0f64, 0usize);
             while !stop.is_cancelled() {
                 tick.tick().await;
-                for _ in 0..per_tick {
+                budget += per_tick;
+                while budget >= 1.0 {
+                    budget -= 1.0;
                     let i = owned[next % owned.len()];
                     next += 1;
                     if c.report_device_status(status_request(&format!("dev-{i}")))
@@ -122,7 +134,7 @@ async fn node_point(devices: usize, mappers: usize, window: Duration) -> anyhow:
         }));
     }
     // One period to reach the steady state, then the window.
-    tokio::time::sleep(REPORT_PERIOD.min(window)).await;
+    tokio::time::sleep(period).await;
     let (c0, n0, w0) = (
         cpu_seconds(ec.pid()),
         sent.load(Ordering::Relaxed),
@@ -131,6 +143,7 @@ async fn node_point(devices: usize, mappers: usize, window: Duration) -> anyhow:
     tokio::time::sleep(window).await;
     let secs = w0.elapsed().as_secs_f64();
     let (c1, n1) = (cpu_seconds(ec.pid()), sent.load(Ordering::Relaxed));
+    let rss_reporting = rss_mib(ec.pid());
     stop.cancel();
     for t in tasks {
         let _ = t.await;
@@ -140,7 +153,8 @@ async fn node_point(devices: usize, mappers: usize, window: Duration) -> anyhow:
         mappers,
         load_ms,
         load_cpu_s,
-        rss_mib: rss.max(rss_mib(ec.pid())),
+        rss_mib: rss,
+        rss_reporting_mib: rss_reporting,
         report_cores: (c1 - c0) / secs,
         reports_per_s: (n1 - n0) as f64 / secs,
     })
@@ -239,8 +253,10 @@ async fn mapper_point(devices: usize, window: Duration) -> anyhow::Result<Mapper
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (r0, c0, t0) = (reads(), cpu_seconds(mapper.pid()), Instant::now());
     tokio::time::sleep(window).await;
+    // CPU first: the scrape itself costs the mapper CPU.
+    let c1 = cpu_seconds(mapper.pid());
     let secs = t0.elapsed().as_secs_f64();
-    let (r1, c1) = (reads(), cpu_seconds(mapper.pid()));
+    let r1 = reads();
     let points = r1 - r0;
     Ok(MapperPoint {
         devices,
@@ -264,7 +280,9 @@ fn growth(xs: &[f64], ys: &[f64], unit: &str) -> String {
         .map(|(x, y)| (y[1] - y[0]) / (x[1] - x[0]))
         .collect();
     let shape = match (slopes.first(), slopes.last()) {
-        (Some(a), Some(b)) if slopes.len() > 1 && *a > 0.0 => {
+        (Some(_), Some(_)) if slopes.len() == 1 => "one step",
+        (Some(a), Some(_)) if *a <= 0.0 => "flat or falling",
+        (Some(a), Some(b)) => {
             let r = b / a;
             if (0.65..=1.35).contains(&r) {
                 "linear"
@@ -274,7 +292,7 @@ fn growth(xs: &[f64], ys: &[f64], unit: &str) -> String {
                 "super-linear"
             }
         }
-        _ => "one step",
+        _ => "no data",
     };
     let text: Vec<String> = slopes.iter().map(|s| format!("{s:.3}")).collect();
     format!("{shape} (marginal {} {unit})", text.join(", "))
@@ -317,7 +335,7 @@ fn draw(path: &Path, node: &[NodePoint], mappers: &[MapperPoint]) -> anyhow::Res
             node_series(|p| p.rss_mib),
         ),
         (
-            "edgecore-dmi CPU, each device reporting every 10 s",
+            "edgecore-dmi CPU, each device reporting once per period",
             "cores",
             node_series(|p| p.report_cores),
         ),
@@ -337,8 +355,12 @@ fn draw(path: &Path, node: &[NodePoint], mappers: &[MapperPoint]) -> anyhow::Res
         let (xmin, xmax) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
             (a.min(*x), b.max(*x))
         });
-        let ymax = pts.fold(0.0f64, |m, (_, y)| m.max(*y)) * 1.15;
-        if xmin >= xmax || ymax.is_nan() || ymax <= 0.0 {
+        let (ymin, ymax) = pts
+            .filter(|(_, y)| *y > 0.0)
+            .fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
+                (a.min(*y), b.max(*y))
+            });
+        if xmin >= xmax || ymin > ymax {
             continue;
         }
         let mut chart = ChartBuilder::on(area)
@@ -346,12 +368,15 @@ fn draw(path: &Path, node: &[NodePoint], mappers: &[MapperPoint]) -> anyhow::Res
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), 0.0..ymax)
+            .build_cartesian_2d(
+                (xmin * 0.8..xmax * 1.25).log_scale(),
+                (ymin * 0.5..ymax * 2.0).log_scale(),
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         chart
             .configure_mesh()
             .x_desc("devices (log scale)")
-            .y_desc(unit)
+            .y_desc(format!("{unit} (log scale)"))
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, (label, s)) in series.into_iter().enumerate() {
@@ -384,53 +409,81 @@ pub(crate) async fn rows(
     plot: &Path,
 ) -> anyhow::Result<Vec<[String; 5]>> {
     let window = Duration::from_secs(seconds.unwrap_or(if q { 2 } else { 10 }));
+    // Each device reports once per period (quick runs: faster, to stay short).
+    let period = Duration::from_secs(if q { 2 } else { 10 });
     let (node_devices, node_mappers): (&[usize], &[usize]) = if q {
         (&[200, 1000], &[2, 10])
     } else {
         (&[1000, 10_000, 50_000], &[10, 100, 500])
     };
     let mapper_devices: &[usize] = if q { &[20, 100] } else { &[100, 1000, 5000] };
+    let mut out = Vec::new();
+    let failed = |what: String, e: anyhow::Error| {
+        eprintln!("scale: {what} failed: {e:#}");
+        [
+            what,
+            "failed".to_owned(),
+            format!("{e:#}"),
+            String::new(),
+            String::new(),
+        ]
+    };
     let mut node = Vec::new();
     for &m in node_mappers {
         for &d in node_devices {
             eprintln!("scale: edgecore-dmi, {d} devices, {m} mappers...");
-            node.push(node_point(d, m, window).await?);
+            match node_point(d, m, period, window).await {
+                Ok(p) => node.push(p),
+                Err(e) => out.push(failed(format!("edgecore-dmi, {d} devices, {m} mappers"), e)),
+            }
         }
     }
     let mut mapper = Vec::new();
     for &d in mapper_devices {
         eprintln!("scale: one mapper, {d} devices...");
-        mapper.push(mapper_point(d, window).await?);
+        match mapper_point(d, window).await {
+            Ok(p) => mapper.push(p),
+            Err(e) => out.push(failed(format!("One mapper, {d} devices"), e)),
+        }
     }
-    let mut out = Vec::new();
     for p in &node {
         out.push([
             format!(
-                "edgecore-dmi, {} devices, {} mappers: RSS once dispatched; load",
+                "edgecore-dmi, {} devices, {} mappers: RSS once dispatched (and while reporting); load",
                 p.devices, p.mappers
             ),
-            format!("{:.1} MiB", p.rss_mib),
+            format!("{:.1} MiB ({:.1} MiB)", p.rss_mib, p.rss_reporting_mib),
             format!(
                 "start → all dispatched {:.0} ms, {:.2} CPU-s",
                 p.load_ms, p.load_cpu_s
             ),
             format!(
-                "{:.2} KiB per device",
+                "{:.2} KiB RSS per device (the process's fixed part included)",
                 p.rss_mib * 1024.0 / p.devices as f64
             ),
             String::new(),
         ]);
         out.push([
             format!(
-                "edgecore-dmi, {} devices, {} mappers: CPU with each device reporting every 10 s",
-                p.devices, p.mappers
+                "edgecore-dmi, {} devices, {} mappers: CPU with each device reporting every {} s",
+                p.devices,
+                p.mappers,
+                period.as_secs()
             ),
             format!("{:.3} cores", p.report_cores),
-            format!("{} reports/s", crate::fmt_n(p.reports_per_s)),
             format!(
-                "{:.1} µs CPU per report",
-                p.report_cores * 1e6 / p.reports_per_s.max(1e-9)
+                "{} reports/s (offered {})",
+                crate::fmt_n(p.reports_per_s),
+                crate::fmt_n(p.devices as f64 / period.as_secs_f64())
             ),
+            if p.reports_per_s > 0.0 {
+                format!(
+                    "{:.1} µs CPU per report",
+                    p.report_cores * 1e6 / p.reports_per_s
+                )
+            } else {
+                "n/a".to_owned()
+            },
             String::new(),
         ]);
     }
@@ -505,7 +558,9 @@ pub(crate) async fn rows(
     if let Some(dir) = plot.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    draw(plot, &node, &mapper)?;
-    eprintln!("scale: plot written to {}", plot.display());
+    match draw(plot, &node, &mapper) {
+        Ok(()) => eprintln!("scale: plot written to {}", plot.display()),
+        Err(e) => out.push(failed(format!("scale plot {}", plot.display()), e)),
+    }
     Ok(out)
 }
