@@ -119,6 +119,7 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
             }
         }),
     ));
+    hub.set_max_mappers(cfg.max_mappers);
     persist::restore(&store, &hub).await?;
     let source = Source::from_config(&cfg, &hub).await?;
     // Built before anything is served: a bad broker URL or TLS file stops the
@@ -172,7 +173,10 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
         dmi = %cfg.dmi_socket.display(), admin = %cfg.admin_socket.display(),
         devices_dir = %cfg.devices_dir.display(), state_dir = %cfg.state_dir.display(), "edgecore-dmi serving"
     );
-    let limits = dmi_proto::transport::ServerLimits::default();
+    // Each mapper keeps a connection open; room for all of them and their
+    // next connections beyond the default when more mappers are allowed.
+    let mut limits = dmi_proto::transport::ServerLimits::default();
+    limits.max_connections = limits.max_connections.max(cfg.max_mappers + 64);
     let served = limits
         .apply(tonic::transport::Server::builder())
         .add_service(DeviceManagerServiceServer::new(server::ManagerService {

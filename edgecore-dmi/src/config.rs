@@ -7,6 +7,7 @@
 //! devicesDir: /etc/kubeedge/devices        # Device/DeviceModel YAML directory
 //! configDataEncoding: stock                # stock | lossless
 //! mapperCallTimeout: 10s                   # deadline of calls to mappers
+//! maxMappers: 256                          # mapper registrations kept (more are refused while all are reachable)
 //! source: directory                        # directory | kubernetes
 //! nodeName: edge-node-1                    # kubernetes: this node (default: $NODE_NAME)
 //! statusMode: deviceStatus                 # kubernetes: deviceStatus (v1.23+) | legacy
@@ -102,6 +103,8 @@ pub struct ConfigFile {
     /// Coalescing interval of status write-back.
     #[serde(default, with = "humantime_serde")]
     pub status_interval: Option<Duration>,
+    /// Most mapper registrations kept.
+    pub max_mappers: Option<usize>,
     /// How often a device whose values did not change (only timestamps
     /// moved) is patched again.
     #[serde(default, with = "humantime_serde")]
@@ -190,6 +193,10 @@ pub struct Config {
     pub status_mode: StatusTarget,
     /// Coalescing interval of status write-back.
     pub status_interval: Duration,
+    /// Most mapper registrations kept (default
+    /// [`crate::hub::MAX_MAPPERS`], 256); a new mapper beyond it is refused
+    /// with `RESOURCE_EXHAUSTED` while every kept one is reachable.
+    pub max_mappers: usize,
     /// A device whose reports changed only timestamps (same values, same
     /// state) is patched at most once per this (default 60 s); a changed value
     /// is patched within `status_interval`. Bounds how stale `lastOnlineTime`
@@ -226,6 +233,7 @@ impl Default for Config {
             status_mode: StatusTarget::DeviceStatus,
             status_interval: Duration::from_secs(1),
             status_refresh: Duration::from_secs(60),
+            max_mappers: crate::hub::MAX_MAPPERS,
             persist_interval: crate::PERSIST_INTERVAL,
             status_qps: 50,
             mqtt: MqttConfig::default(),
@@ -271,6 +279,9 @@ impl Config {
         }
         if let Some(v) = file.status_interval {
             c.status_interval = v;
+        }
+        if let Some(v) = file.max_mappers {
+            c.max_mappers = v.max(1);
         }
         if let Some(v) = file.status_refresh {
             c.status_refresh = v;

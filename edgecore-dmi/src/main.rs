@@ -64,6 +64,9 @@ enum Command {
         /// Where twins are written back (kubernetes source).
         #[arg(long, value_enum)]
         status_mode: Option<StatusTarget>,
+        /// Most mapper registrations kept (default 256).
+        #[arg(long)]
+        max_mappers: Option<usize>,
         /// Patch a device whose values did not change (only timestamps moved)
         /// at most this often (kubernetes source; e.g. 60s, the default).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -160,6 +163,7 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         node_name,
         status_mode,
         status_refresh,
+        max_mappers,
         mqtt_broker,
         mqtt_qos,
         http_addr,
@@ -189,6 +193,9 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         }
         if let Some(v) = status_refresh {
             cfg.status_refresh = *v;
+        }
+        if let Some(v) = max_mappers {
+            cfg.max_mappers = (*v).max(1);
         }
         if let Some(v) = state_dir {
             cfg.state_dir = v.clone();

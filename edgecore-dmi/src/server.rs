@@ -108,6 +108,10 @@ fn rejection(e: &ReportError) -> &'static str {
     }
 }
 
+/// grpc-go's default receive limit (`MaxCallRecvMsgSize`, 4 MiB), what a
+/// stock Go mapper can decode of a `MapperRegisterResponse`.
+const STOCK_MAX_RECV: usize = 4 * 1024 * 1024;
+
 impl ManagerService {
     /// `MapperRegister`: checks the mapper's record, admits it, and answers
     /// with its devices and models when it asks for them.
@@ -164,11 +168,20 @@ impl ManagerService {
             .admit_mapper(&record.name)
             .map_err(Status::resource_exhausted)?;
         tracing::info!(mapper = %record.name, protocol = %record.protocol, address = %record.address, with_data = req.with_data, "mapper registered");
+        let name = record.name.clone();
         let (model_list, device_list) = self.hub.register_mapper(record, req.with_data);
-        Ok(Response::new(pb::MapperRegisterResponse {
+        let res = pb::MapperRegisterResponse {
             model_list,
             device_list,
-        }))
+        };
+        let bytes = prost::Message::encoded_len(&res);
+        if bytes > STOCK_MAX_RECV {
+            tracing::warn!(
+                mapper = %name, bytes, devices = res.device_list.len(),
+                "the registration answer is larger than 4 MiB: a stock Go mapper (grpc-go's default receive limit) cannot read it and retries forever; mappers of this project accept up to 64 MiB. Split the devices over more mappers or protocols"
+            );
+        }
+        Ok(Response::new(res))
     }
 }
 

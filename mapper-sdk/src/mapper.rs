@@ -24,6 +24,13 @@ use crate::{dmi, panel, twin};
 /// How long tasks get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Largest message the mapper decodes from its EdgeCore, bytes (64 MiB): the
+/// `MapperRegisterResponse` carries every device and model of the protocol
+/// (about 800 B per device of five properties), and tonic's default of 4 MiB
+/// (grpc-go's too) stopped a mapper at about 5 000 devices: registration
+/// failed and was retried forever. EdgeCore is the local, trusted peer.
+pub(crate) const MAX_REGISTRATION_BYTES: usize = 64 * 1024 * 1024;
+
 /// A mapper: the SDK runtime around one driver.
 pub struct Mapper {
     config: MapperConfig,
@@ -116,7 +123,8 @@ impl Mapper {
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_secs(5),
             },
-        ));
+        ))
+        .max_decoding_message_size(MAX_REGISTRATION_BYTES);
         let reregister = Arc::new(Notify::new());
         let info = pb::MapperInfo {
             name: cfg.name.clone(),

@@ -2,7 +2,7 @@
 //! EdgeCore of the `testing` feature): the device comes back as EdgeCore
 //! sent it, whether it arrived with the registration or by `RegisterDevice`
 //! afterwards, with `status.twins` filled from the latest readings; an
-//! unknown device is `NotFound`.
+//! unknown device is `NotFound`. A registration answer above 4 MiB is read.
 
 #![cfg(feature = "testing")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -114,4 +114,32 @@ async fn get_device_returns_the_device_as_sent_with_its_twins() {
     }
     let missing = get(&mut c, "nobody").await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+}
+
+/// A registration answer above tonic's and grpc-go's default 4 MiB receive
+/// limit (here 3 000 devices of about 1.6 KiB each, about 5 MiB) is read: the
+/// mapper once failed to decode it and retried registering forever, so no
+/// device of a large node ever ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_answer_above_4_mib_is_read() {
+    let edge = FakeEdgeCore::start().await.unwrap();
+    let label = "x".repeat(1500);
+    for i in 0..3000 {
+        edge.add_device(
+            TestDevice::new(
+                &format!("big-{i}"),
+                "registers",
+                json!({"unit": 3, "label": label}),
+            )
+            .read_only("a", "INT", json!({"register": 7}), 60_000),
+        )
+        .await
+        .unwrap();
+    }
+    let _mapper = edge.spawn(Mapper::new(edge.mapper_config("registers"), Registers));
+    edge.wait_for("the last device's twin", Duration::from_secs(60), |e| {
+        (e.twin("big-2999", "a")?.value == "7").then_some(())
+    })
+    .await
+    .unwrap();
 }

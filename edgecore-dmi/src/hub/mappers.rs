@@ -49,8 +49,9 @@ pub(super) struct MapperLink {
     pub(super) last_contact_ms: Option<u64>,
 }
 
-/// Most mapper records kept. A node runs one mapper per protocol, a few at
-/// most; the bound keeps a peer from filling memory and the store with names.
+/// Most mapper records kept by default. A node runs one mapper per protocol,
+/// a few at most; the bound keeps a peer from filling memory and the store
+/// with names. `maxMappers` ([`crate::config::Config::max_mappers`]) changes it.
 pub const MAX_MAPPERS: usize = 256;
 /// A mapper unreachable this long without a break is forgotten (its record
 /// leaves the store; it comes back when it registers again).
@@ -192,14 +193,16 @@ impl Hub {
     }
 
     /// Makes room for a registration of `name`: a known name always fits;
-    /// a new one fits while fewer than [`MAX_MAPPERS`] are kept, or by
-    /// forgetting the mapper that has been unreachable longest.
+    /// a new one fits while fewer than the most kept ([`MAX_MAPPERS`] by
+    /// default, [`Hub::set_max_mappers`]) are kept, or by forgetting the
+    /// mapper that has been unreachable longest.
     ///
     /// # Errors
-    /// When all [`MAX_MAPPERS`] records are of reachable mappers.
+    /// When all kept records are of reachable mappers.
     pub(crate) fn admit_mapper(&self, name: &str) -> Result<(), String> {
+        let max = self.max_mappers.load(std::sync::atomic::Ordering::Relaxed);
         let mut st = self.lock();
-        if st.mappers.contains_key(name) || st.mappers.len() < MAX_MAPPERS {
+        if st.mappers.contains_key(name) || st.mappers.len() < max {
             return Ok(());
         }
         let oldest = st
@@ -215,7 +218,7 @@ impl Hub {
                 Ok(())
             }
             None => Err(format!(
-                "this node already has {MAX_MAPPERS} mappers registered, all reachable"
+                "this node already has {max} mappers registered, all reachable (maxMappers)"
             )),
         }
     }
@@ -370,6 +373,24 @@ mod tests {
         let other = Refusal::next(Some(&r), 8, "no".into());
         assert_eq!(other.attempts, 1);
     }
+    #[tokio::test]
+    async fn the_bound_on_mappers_is_configurable() {
+        let hub = hub();
+        hub.set_max_mappers(2);
+        for n in 0..2 {
+            let name = format!("m{n}");
+            hub.admit_mapper(&name).unwrap();
+            hub.register_mapper(MapperRecord { name, ..record() }, false);
+        }
+        let e = hub.admit_mapper("m2").unwrap_err();
+        assert!(
+            e.contains("already has 2 mappers") && e.contains("maxMappers"),
+            "{e}"
+        );
+        hub.set_max_mappers(MAX_MAPPERS * 2);
+        hub.admit_mapper("m2").unwrap();
+    }
+
     #[tokio::test]
     async fn the_mapper_registry_is_bounded_and_forgets_long_unreachable_mappers() {
         let hub = hub();

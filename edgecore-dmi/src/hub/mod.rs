@@ -92,6 +92,8 @@ pub struct Hub {
     on_new_mapper: NewMapperHook,
     /// Accepted reports, for observers ([`Hub::subscribe_changes`]).
     changes: broadcast::Sender<Change>,
+    /// Most mapper records kept ([`MAX_MAPPERS`] unless configured).
+    max_mappers: std::sync::atomic::AtomicUsize,
     /// Counters of `/metrics`.
     metrics: crate::metrics::NodeMetrics,
 }
@@ -121,8 +123,17 @@ impl Hub {
             channel_opts,
             on_new_mapper,
             changes: broadcast::channel(CHANGE_QUEUE).0,
+            max_mappers: std::sync::atomic::AtomicUsize::new(MAX_MAPPERS),
             metrics: crate::metrics::NodeMetrics::default(),
         }
+    }
+
+    /// Sets how many mapper records are kept (default [`MAX_MAPPERS`], at
+    /// least 1): registrations beyond it are refused while every kept mapper
+    /// is reachable (`maxMappers`, [`crate::config::Config::max_mappers`]).
+    pub fn set_max_mappers(&self, n: usize) {
+        self.max_mappers
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The node's counters ([`crate::metrics`]).
