@@ -2,10 +2,12 @@
 # Runs the benchmark suite on release builds and prints the results table,
 # then the criterion micro-benchmarks. Every figure comes with a baseline
 # measured in the same run; see benches/README.md.
-#   bash hack/bench.sh            # ~7 minutes on 2 cores (after the release build)
-#   bash hack/bench.sh --quick    # ~1 minute
+#   bash hack/bench.sh            # ~25 minutes on 2 cores (after the release build)
+#   bash hack/bench.sh --quick    # ~3 minutes
 #   bash hack/bench.sh --seconds 20 --devices 16   # other scales
-#   bash hack/bench.sh --only sinks                # one group (modbus, write, dmi, memory, sinks, serial, ble)
+#   bash hack/bench.sh --only sinks                # one group (modbus, write, dmi, memory, startup,
+#                                                  # cloud, scale, sinks, serial, ble, wasm, opcua)
+#   bash hack/bench.sh --only scale --plot benches/scale.svg   # redraw the committed scale plot
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building release binaries (first time: several minutes)..." >&2

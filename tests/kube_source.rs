@@ -94,14 +94,7 @@ async fn kubernetes_source_end_to_end() {
 
     let mut node = Node::new(&[]);
     let kubeconfig = node.path("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n",
-            api.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
     let kc = kubeconfig.to_str().unwrap().to_owned();
     let start_edgecore = |node: &mut Node| {
         tokio::task::block_in_place(|| {
@@ -282,14 +275,7 @@ async fn unchanged_values_are_patched_once_per_refresh() {
 
     let mut node = Node::new(&[]);
     let kubeconfig = node.path("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n",
-            api.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
     let kc = kubeconfig.to_str().unwrap().to_owned();
     tokio::task::block_in_place(|| {
         node.start_edgecore_with(

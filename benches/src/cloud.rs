@@ -1,12 +1,17 @@
 //! Cloud traffic: what edgecore-dmi sends to the API server per device-hour
 //! (status patches and their bytes) with the Kubernetes source, against
 //! `kube-fake` (no real API server runs here), for 1 s collect and report
-//! cycles on slowly and on fast changing values, next to what stock EdgeCore
-//! sends: one upstream message per report (KubeEdge's DMI server forwards each
-//! `ReportDeviceStatus` and `ReportDeviceStates` to the cloud as it comes).
+//! cycles on unchanged, slowly and fast changing values, next to what stock
+//! EdgeCore sends: one upstream message per report. Its devicetwin sends every
+//! accepted twin report to the cloud as `device/<ns>/<name>/twin/edge_updated`
+//! without comparing values, and every state report as `.../state/update`,
+//! each then one merge patch by the cloud's devicecontroller
+//! (spec/dmi-v1beta1.md §2.4, §2.5, §4.4).
 //!
 //! The stock count is the reports edgecore-dmi accepted in the same window
-//! (its `reports_total`), so both sides see the same mapper traffic. Stock
+//! (its `reports_total`), so both sides see the same mapper traffic. That is
+//! a lower bound for a stock node: mapper-virtual sends one report per device
+//! per report cycle, a stock Go mapper one per property (§4.4). Stock
 //! bytes are estimated: each twin report at our mean patch body of the run
 //! (the same twins), each state report at a state-only patch body, no message
 //! envelope (stock adds one to each).
@@ -164,13 +169,7 @@ async fn scenario(
     put_devices(&api, count, v);
     std::fs::create_dir_all(dir.join("devices"))?;
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n",
-            api.url()
-        ),
-    )?;
+    std::fs::write(&kubeconfig, api.kubeconfig())?;
     let mut args = crate::dmi::edgecore_args(dir);
     args.extend(
         [

@@ -86,6 +86,36 @@ impl Drop for Proc {
     }
 }
 
+/// Starts the mapper binary `name` (from [`bin_dir`]) against the EdgeCore
+/// socket `edgecore`: its own DMI socket `dir/<name>.sock`, metrics on
+/// `127.0.0.1:metrics`, warnings only, then `extra`; stderr to
+/// `dir/mapper.log`.
+pub(crate) fn start_mapper(
+    name: &str,
+    dir: &Path,
+    edgecore: &Path,
+    metrics: u16,
+    extra: &[String],
+) -> anyhow::Result<Proc> {
+    let mut args: Vec<String> = [
+        "--socket-path",
+        &dir.join(format!("{name}.sock")).display().to_string(),
+        "--edgecore-sock",
+        &edgecore.display().to_string(),
+        "--http-port",
+        &metrics.to_string(),
+        "--http-bind",
+        "127.0.0.1",
+        "--log",
+        "warn",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend_from_slice(extra);
+    Proc::start(&bin_dir().join(name), &args, &dir.join("mapper.log"), &[])
+}
+
 /// Where the workspace binaries are: next to this executable.
 pub(crate) fn bin_dir() -> PathBuf {
     std::env::current_exe()

@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::dmi::{devices_yaml, edgecore_args, register_mappers, status_request};
 use crate::modbus::cv;
 use crate::procs::{
-    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, wait_until,
+    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, start_mapper, wait_until,
 };
 use crate::startup::{admin_get, counting_mappers, until_count};
 
@@ -68,9 +68,11 @@ async fn node_point(
     devices_yaml(&dir.path().join("devices"), devices, mappers)?;
     let (count, _guard) = counting_mappers(dir.path(), mappers)?;
     let t0 = Instant::now();
+    let mut args = edgecore_args(dir.path());
+    args.extend(["--max-mappers".to_owned(), (mappers + 16).to_string()]);
     let ec = Proc::start(
         &bin_dir().join("edgecore-dmi"),
-        &edgecore_args(dir.path()),
+        &args,
         &dir.path().join("edgecore.log"),
         &[],
     )?;
@@ -218,27 +220,7 @@ async fn mapper_point(devices: usize, window: Duration) -> anyhow::Result<Mapper
     )
     .await?;
     let metrics = free_port();
-    let args: Vec<String> = [
-        "--socket-path",
-        &dir.path().join("virtual.sock").display().to_string(),
-        "--edgecore-sock",
-        &socket.display().to_string(),
-        "--http-port",
-        &metrics.to_string(),
-        "--http-bind",
-        "127.0.0.1",
-        "--log",
-        "warn",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let mapper = Proc::start(
-        &bin_dir().join("mapper-virtual"),
-        &args,
-        &dir.path().join("mapper.log"),
-        &[],
-    )?;
+    let mapper = start_mapper("mapper-virtual", dir.path(), &socket, metrics, &[])?;
     let reads = || {
         metric_sum(
             &http_get(metrics, "/metrics").unwrap_or_default(),

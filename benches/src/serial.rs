@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fake_edgecore;
 use crate::fmt_n;
-use crate::procs::{Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, wait_until};
+use crate::procs::{Proc, cpu_seconds, free_port, http_get, metric_sum, start_mapper, wait_until};
 use crate::sinks::Row;
 
 /// The workspace root (the scripts live in it).
@@ -195,27 +195,7 @@ async fn through_mapper(
     let sock = dir.path().join("dmi.sock");
     let edge = fake_edgecore::serve(&sock, vec![dev], vec![model]).await?;
     let metrics = free_port();
-    let args: Vec<String> = [
-        "--socket-path",
-        &dir.path().join("serial.sock").display().to_string(),
-        "--edgecore-sock",
-        &sock.display().to_string(),
-        "--http-port",
-        &metrics.to_string(),
-        "--http-bind",
-        "127.0.0.1",
-        "--log",
-        "warn",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let mapper = Proc::start(
-        &bin_dir().join("mapper-serial"),
-        &args,
-        &dir.path().join("mapper.log"),
-        &[],
-    )?;
+    let mapper = start_mapper("mapper-serial", dir.path(), &sock, metrics, &[])?;
     let reads = || {
         metric_sum(
             &http_get(metrics, "/metrics").unwrap_or_default(),

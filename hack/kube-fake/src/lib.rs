@@ -187,6 +187,15 @@ impl FakeApi {
         format!("http://{}", self.addr)
     }
 
+    /// A kubeconfig (YAML) that points kube clients at this fake, without
+    /// credentials: write it to a file and set `KUBECONFIG` for a child process.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n",
+            self.url()
+        )
+    }
+
     /// Makes every request fail with 503 (and ends open watches) while `down`.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
