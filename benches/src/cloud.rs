@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use kube_fake::FakeApi;
 use serde_json::{Value, json};
 
-use crate::procs::{Proc, bin_dir, wait_until};
+use crate::procs::{Proc, bin_dir, start_mapper, wait_until};
 use crate::startup::admin_get;
 
 const DEVICES: &str = "devices.kubeedge.io/v1beta1/devices";
@@ -190,31 +190,11 @@ async fn scenario(
         &dir.join("edgecore.log"),
         &[("KUBECONFIG", &kc)],
     )?;
-    let repo = bin_dir()
-        .ancestors()
-        .find(|p| p.join("examples/config/virtual-mapper.yaml").exists())
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow::anyhow!("examples/ not found above {}", bin_dir().display()))?;
-    let margs: Vec<String> = [
-        "--config-file",
-        &repo
-            .join("examples/config/virtual-mapper.yaml")
-            .display()
-            .to_string(),
-        "--socket-path",
-        &dir.join("virtual.sock").display().to_string(),
-        "--edgecore-sock",
-        &dir.join("dmi.sock").display().to_string(),
-        "--log",
-        "warn",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let _mapper = Proc::start(
-        &bin_dir().join("mapper-virtual"),
-        &margs,
-        &dir.join("mapper.log"),
+    let _mapper = start_mapper(
+        "mapper-virtual",
+        dir,
+        &dir.join("dmi.sock"),
+        crate::procs::free_port(),
         &[],
     )?;
     wait_until("every device's twins in its DeviceStatus", 60, || {

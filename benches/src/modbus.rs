@@ -16,7 +16,7 @@ use tokio_modbus::client::Reader;
 
 use crate::fake_edgecore;
 use crate::procs::{
-    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, wait_until,
+    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, start_mapper, wait_until,
 };
 
 /// Register layouts.
@@ -250,29 +250,8 @@ impl Mapper {
         let edge =
             fake_edgecore::serve(&dir.join("dmi.sock"), devices, vec![model(points)]).await?;
         let metrics = free_port();
-        let socket = dir.join("modbus.sock");
-        let mut args: Vec<String> = [
-            "--socket-path",
-            &socket.display().to_string(),
-            "--edgecore-sock",
-            &dir.join("dmi.sock").display().to_string(),
-            "--http-port",
-            &metrics.to_string(),
-            "--http-bind",
-            "127.0.0.1",
-            "--log",
-            "warn",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend_from_slice(extra);
-        let proc = Proc::start(
-            &bin_dir().join("mapper-modbus"),
-            &args,
-            &dir.join("mapper.log"),
-            &[],
-        )?;
+        let socket = dir.join("mapper-modbus.sock");
+        let proc = start_mapper("mapper-modbus", dir, &dir.join("dmi.sock"), metrics, extra)?;
         wait_until("mapper metrics", 20, || http_get(metrics, "/metrics")).await?;
         let registered = edge.state.clone();
         wait_until("mapper registration", 20, || {

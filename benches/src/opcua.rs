@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 use crate::fake_edgecore;
 use crate::fmt_n;
 use crate::procs::{
-    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, wait_until,
+    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, start_mapper, wait_until,
 };
 use crate::sinks::Row;
 
@@ -282,29 +282,11 @@ impl Mapper {
     async fn start(dir: &Path, devices: Vec<pb::Device>, nodes: u32) -> anyhow::Result<Mapper> {
         let edge = fake_edgecore::serve(&dir.join("dmi.sock"), devices, vec![model(nodes)]).await?;
         let metrics = free_port();
-        let args: Vec<String> = [
-            "--socket-path",
-            &dir.join("opcua.sock").display().to_string(),
-            "--edgecore-sock",
-            &dir.join("dmi.sock").display().to_string(),
-            "--state-dir",
-            &mapper_state_dir().display().to_string(),
-            "--http-port",
-            &metrics.to_string(),
-            "--http-bind",
-            "127.0.0.1",
-            "--log",
-            "warn",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let proc = Proc::start(
-            &bin_dir().join("mapper-opcua"),
-            &args,
-            &dir.join("mapper.log"),
-            &[],
-        )?;
+        let extra = [
+            "--state-dir".to_owned(),
+            mapper_state_dir().display().to_string(),
+        ];
+        let proc = start_mapper("mapper-opcua", dir, &dir.join("dmi.sock"), metrics, &extra)?;
         wait_until("mapper metrics", 20, || http_get(metrics, "/metrics")).await?;
         let registered = edge.state.clone();
         wait_until("mapper registration", 20, || {
