@@ -176,7 +176,9 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
     // Each mapper keeps a connection open; room for all of them and their
     // next connections beyond the default when more mappers are allowed.
     let mut limits = dmi_proto::transport::ServerLimits::default();
-    limits.max_connections = limits.max_connections.max(cfg.max_mappers + 64);
+    limits.max_connections = limits
+        .max_connections
+        .max(cfg.max_mappers.saturating_add(64));
     let served = limits
         .apply(tonic::transport::Server::builder())
         .add_service(DeviceManagerServiceServer::new(server::ManagerService {

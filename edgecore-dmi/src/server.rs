@@ -112,6 +112,10 @@ fn rejection(e: &ReportError) -> &'static str {
 /// stock Go mapper can decode of a `MapperRegisterResponse`.
 const STOCK_MAX_RECV: usize = 4 * 1024 * 1024;
 
+/// What mappers of this project decode from their EdgeCore
+/// (`mapper_sdk`'s registration limit, 64 MiB).
+const SDK_MAX_RECV: usize = 64 * 1024 * 1024;
+
 impl ManagerService {
     /// `MapperRegister`: checks the mapper's record, admits it, and answers
     /// with its devices and models when it asks for them.
@@ -175,10 +179,15 @@ impl ManagerService {
             device_list,
         };
         let bytes = prost::Message::encoded_len(&res);
-        if bytes > STOCK_MAX_RECV {
+        if bytes > SDK_MAX_RECV {
+            tracing::error!(
+                mapper = %name, bytes, devices = res.device_list.len(),
+                "the registration answer is larger than 64 MiB: no mapper can read it. Split the devices over more mappers or protocols"
+            );
+        } else if bytes > STOCK_MAX_RECV {
             tracing::warn!(
                 mapper = %name, bytes, devices = res.device_list.len(),
-                "the registration answer is larger than 4 MiB: a stock Go mapper (grpc-go's default receive limit) cannot read it and retries forever; mappers of this project accept up to 64 MiB. Split the devices over more mappers or protocols"
+                "the registration answer is larger than 4 MiB: a stock Go mapper (grpc-go's default receive limit) cannot read it and exits; mappers of this project read up to 64 MiB. Split the devices over more mappers or protocols"
             );
         }
         Ok(Response::new(res))

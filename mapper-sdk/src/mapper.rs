@@ -26,9 +26,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Largest message the mapper decodes from its EdgeCore, bytes (64 MiB): the
 /// `MapperRegisterResponse` carries every device and model of the protocol
-/// (about 800 B per device of five properties), and tonic's default of 4 MiB
-/// (grpc-go's too) stopped a mapper at about 5 000 devices: registration
-/// failed and was retried forever. EdgeCore is the local, trusted peer.
+/// (800 B to 1 KiB per device of five properties), and tonic's default of
+/// 4 MiB (grpc-go's too) stopped a mapper at 4 000–5 000 such devices:
+/// registration failed and was retried forever. EdgeCore is the local, trusted peer.
 pub(crate) const MAX_REGISTRATION_BYTES: usize = 64 * 1024 * 1024;
 
 /// A mapper: the SDK runtime around one driver.

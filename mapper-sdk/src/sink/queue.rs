@@ -6,7 +6,9 @@
 //! Order: the spool always holds the oldest records, memory the newest; the
 //! forwarder delivers from the spool while it has records, then from memory,
 //! and moves memory to the spool's tail (never in between), so records leave
-//! in the order they came.
+//! in the order they came. One exception: for [`SPOOL_RETRY`] after the spool
+//! failed to write or read (a full disk), memory is delivered while spooled
+//! records wait, so those leave later than newer ones.
 //!
 //! Durability: while a target is healthy, records wait in memory only (a few
 //! ms to one delivery). When a delivery fails, everything in memory is
@@ -544,11 +546,11 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// While the spool replays, records arriving meanwhile are moved behind it at
-/// most this often (or when memory is half full): each move is one durable
+/// While the spool replays, records arriving meanwhile are moved behind it
+/// this often (at once when memory is half full): each move is one durable
 /// commit, and one per delivered batch held a debug build's replay below its
 /// intake. What a `kill -9` during a replay can lose is what arrived within
-/// this long.
+/// about this long (plus the spill's own commit).
 const SPILL_EVERY: Duration = Duration::from_millis(100);
 
 /// Whether records in memory go behind a non-empty spool now: memory half
@@ -584,6 +586,26 @@ async fn spill_all(lane: &Lane, s: Spool, log: &edge_rt::logging::Throttle) -> (
     };
     lane.metrics.spooled.set(s.len as i64);
     (s, ok)
+}
+
+/// On shutdown: what is still in memory goes to the spool's tail (when
+/// there is a spool), for the next start to deliver.
+async fn spool_at_shutdown(lane: &Lane, spool: Option<Spool>) {
+    let Some(s) = spool else { return };
+    let entries = lane.take_all();
+    if entries.is_empty() {
+        return;
+    }
+    let n = entries.len();
+    let (_, res) = blocking(s, move |s| s.append(&entries).map(|_| ())).await;
+    match res {
+        Ok(_) => {
+            tracing::info!(sink = %lane.key, records = n, "queued records spooled for the next start")
+        }
+        Err(e) => {
+            tracing::error!(sink = %lane.key, error = %e, "cannot spool the queued records at shutdown")
+        }
+    }
 }
 
 /// The forwarding task of one target: delivers the spool, then memory, in
@@ -628,6 +650,7 @@ pub(crate) async fn forward(
             });
         }
         if shutdown.is_cancelled() {
+            spool_at_shutdown(&lane, spool.take()).await;
             return;
         }
         let waiting = retry_at.is_some_and(|t| Instant::now() < t);
@@ -663,17 +686,7 @@ pub(crate) async fn forward(
                 () = tokio::time::sleep_until(until.into()) => { retry_at = None; }
                 () = target.idle() => {}
                 () = shutdown.cancelled() => {
-                    if let Some(s) = spool.take() {
-                        let entries = lane.take_all();
-                        if !entries.is_empty() {
-                            let n = entries.len();
-                            let (_, res) = blocking(s, move |s| s.append(&entries).map(|_| ())).await;
-                            match res {
-                                Ok(_) => tracing::info!(sink = %lane.key, records = n, "queued records spooled for the next start"),
-                                Err(e) => tracing::error!(sink = %lane.key, error = %e, "cannot spool the queued records at shutdown"),
-                            }
-                        }
-                    }
+                    spool_at_shutdown(&lane, spool.take()).await;
                     return;
                 }
             }
@@ -705,6 +718,20 @@ pub(crate) async fn forward(
                         spilling = None;
                         spool_retry_at = (!ok).then(|| Instant::now() + SPOOL_RETRY);
                         spool = Some(s);
+                    }
+                    // A record that arrived too soon after the last spill
+                    // used up its wake-up: spill it once SPILL_EVERY is over.
+                    () = tokio::time::sleep_until((last_spill + SPILL_EVERY).into()),
+                        if from_spool
+                            && spool.is_some()
+                            && spilling.is_none()
+                            && lane.len() > 0
+                            && spool_retry_at.is_none_or(|t| Instant::now() >= t) =>
+                    {
+                        if let Some(s) = spool.take() {
+                            last_spill = Instant::now();
+                            spilling = Some(Box::pin(spill_all(&lane, s, &spool_log)));
+                        }
                     }
                     () = lane.wake.notified(), if from_spool && spool.is_some() && spilling.is_none() => {
                         if spill_due(&lane, last_spill)
