@@ -173,12 +173,14 @@ pub(crate) async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Res
         dmi = %cfg.dmi_socket.display(), admin = %cfg.admin_socket.display(),
         devices_dir = %cfg.devices_dir.display(), state_dir = %cfg.state_dir.display(), "edgecore-dmi serving"
     );
-    // Each mapper keeps a connection open; room for all of them and their
-    // next connections beyond the default when more mappers are allowed.
+    // Each mapper keeps a connection open: when more mappers than the default
+    // are allowed, room for all of them and 64 more.
     let mut limits = dmi_proto::transport::ServerLimits::default();
-    limits.max_connections = limits
-        .max_connections
-        .max(cfg.max_mappers.saturating_add(64));
+    if cfg.max_mappers > crate::hub::MAX_MAPPERS {
+        limits.max_connections = limits
+            .max_connections
+            .max(cfg.max_mappers.saturating_add(64));
+    }
     let served = limits
         .apply(tonic::transport::Server::builder())
         .add_service(DeviceManagerServiceServer::new(server::ManagerService {
