@@ -47,20 +47,27 @@ enum Values {
 fn visitors(v: Values, device: usize) -> [(&'static str, &'static str, Value); 4] {
     // 10 steps over 10–15 min, 5 steps over 10–15 min.
     let period = 600_000 + (device as u64 * 7_919) % 300_000;
+    // A constant text and a set-point, in both the unchanged and the slow mix.
+    let mode = || {
+        (
+            "mode",
+            "STRING",
+            json!({"pattern": "constant", "value": "auto"}),
+        )
+    };
+    let setpoint = || {
+        (
+            "setpoint",
+            "INT",
+            json!({"pattern": "setpoint", "value": 20}),
+        )
+    };
     match v {
         Values::Unchanged => [
             ("temp", "INT", json!({"pattern": "constant", "value": 21})),
             ("level", "INT", json!({"pattern": "constant", "value": 42})),
-            (
-                "mode",
-                "STRING",
-                json!({"pattern": "constant", "value": "auto"}),
-            ),
-            (
-                "setpoint",
-                "INT",
-                json!({"pattern": "setpoint", "value": 20}),
-            ),
+            mode(),
+            setpoint(),
         ],
         Values::Slow => [
             (
@@ -73,16 +80,8 @@ fn visitors(v: Values, device: usize) -> [(&'static str, &'static str, Value); 4
                 "INT",
                 json!({"pattern": "ramp", "min": 40, "max": 45, "periodMs": period}),
             ),
-            (
-                "mode",
-                "STRING",
-                json!({"pattern": "constant", "value": "auto"}),
-            ),
-            (
-                "setpoint",
-                "INT",
-                json!({"pattern": "setpoint", "value": 20}),
-            ),
+            mode(),
+            setpoint(),
         ],
         Values::Fast => ["a", "b", "c", "d"].map(|n| {
             (
