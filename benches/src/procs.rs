@@ -164,6 +164,15 @@ pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A mapper's `mapper_reads_total` from its metrics port (0 when it does not
+/// answer): the properties it has read so far.
+pub(crate) fn mapper_reads(port: u16) -> f64 {
+    metric_sum(
+        &http_get(port, "/metrics").unwrap_or_default(),
+        "mapper_reads_total",
+    )
+}
+
 /// A free loopback TCP port.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

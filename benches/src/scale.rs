@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::dmi::{devices_yaml, edgecore_args, register_mappers, status_request};
 use crate::modbus::cv;
 use crate::procs::{
-    Proc, bin_dir, cpu_seconds, free_port, http_get, metric_sum, rss_mib, start_mapper, wait_until,
+    Proc, bin_dir, cpu_seconds, free_port, mapper_reads, rss_mib, start_mapper, wait_until,
 };
 use crate::startup::{admin_get, counting_mappers, until_count};
 
@@ -221,12 +221,7 @@ async fn mapper_point(devices: usize, window: Duration) -> anyhow::Result<Mapper
     .await?;
     let metrics = free_port();
     let mapper = start_mapper("mapper-virtual", dir.path(), &socket, metrics, &[])?;
-    let reads = || {
-        metric_sum(
-            &http_get(metrics, "/metrics").unwrap_or_default(),
-            "mapper_reads_total",
-        )
-    };
+    let reads = || mapper_reads(metrics);
     // Every device read at least twice: all connected and collecting.
     wait_until("every device collecting", 120, || {
         (reads() >= (devices * 10) as f64).then_some(())

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fake_edgecore;
 use crate::fmt_n;
-use crate::procs::{Proc, cpu_seconds, free_port, http_get, metric_sum, start_mapper, wait_until};
+use crate::procs::{Proc, cpu_seconds, free_port, mapper_reads, start_mapper, wait_until};
 use crate::sinks::Row;
 
 /// The workspace root (the scripts live in it).
@@ -196,12 +196,7 @@ async fn through_mapper(
     let edge = fake_edgecore::serve(&sock, vec![dev], vec![model]).await?;
     let metrics = free_port();
     let mapper = start_mapper("mapper-serial", dir.path(), &sock, metrics, &[])?;
-    let reads = || {
-        metric_sum(
-            &http_get(metrics, "/metrics").unwrap_or_default(),
-            "mapper_reads_total",
-        )
-    };
+    let reads = || mapper_reads(metrics);
     wait_until("mapper-serial reading", 30, || {
         (reads() >= props as f64).then_some(())
     })
