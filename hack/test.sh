@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-log() { printf '\n==> %s\n' "$*"; }
+# Each stage line ends with the free space under target/: a clean build of
+# everything below needs about 10 GiB.
+log() { printf '\n==> %s  [%s free]\n' "$*" "$(df -h --output=avail "$ROOT" 2>/dev/null | tail -1 | tr -d ' ')"; }
 
 # --- set-up -----------------------------------------------------------------
 log "set-up"
@@ -33,8 +35,12 @@ if [ -z "${SKIP_LINT:-}" ]; then
 fi
 
 # --- tests ------------------------------------------------------------------
-log "build binaries used by the end-to-end tests"
-cargo build --workspace --bins --locked
+# One build of every target with one feature resolution (dev-dependencies
+# included), so the binaries the end-to-end tests start, the test harnesses
+# and the benchmarks share their dependencies' artifacts instead of building
+# them twice.
+log "build binaries used by the end-to-end tests, the tests and the benchmarks"
+cargo build --workspace --all-targets --locked
 log "WebAssembly guest crates: rustfmt, clippy, tests; the plugins the mapper-wasm and end-to-end tests use (hack/build-plugins.sh)"
 bash hack/build-plugins.sh --check
 log "tests"
@@ -45,12 +51,20 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+if [ -n "${DMI_PRUNE_TEST_BINARIES:-}" ]; then
+  # CI: the test harnesses (about 5 GiB) are not needed by the stages below;
+  # removing them leaves room for the template crates' own build.
+  cargo test --workspace --locked --no-run --message-format json 2>/dev/null |
+    "$DMI_TEST_PYTHON" hack/remove-test-binaries.py
+fi
 log "templates/mapper: rendered with cargo-generate, the generated crates' tests and clippy (hack/check-template.sh)"
 bash hack/check-template.sh
 log "benchmark suite, quick and on debug builds (checks that it runs; numbers are not judged)"
-cargo run --locked --quiet -p dmi-bench --bin bench-suite -- --quick
+# Built by the workspace build above (the same features; `-p dmi-bench` alone
+# would resolve them differently and rebuild the dependencies).
+./target/debug/bench-suite --quick
 log "criterion micro-benchmarks, one iteration each"
-cargo test --locked --quiet -p dmi-bench --benches
+cargo test --workspace --locked --quiet --benches
 if [ -z "${SKIP_FUZZ:-}" ]; then
   log "fuzzing the untrusted-input decoders, ${FUZZ_SECONDS:-20} s each (hack/fuzz.sh; SKIP_FUZZ=1 skips)"
   FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_SANITIZER=${FUZZ_SANITIZER:-none} bash hack/fuzz.sh
