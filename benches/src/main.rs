@@ -55,6 +55,15 @@ struct Args {
     /// Where the scale group draws its curves (SVG).
     #[arg(long, default_value = "target/bench-scale.svg")]
     plot: std::path::PathBuf,
+    /// The scale group's edgecore-dmi points as `DEVICESxMAPPERS`, e.g.
+    /// `10000x10,10000x100` (default: 1 000 / 10 000 / 50 000 devices ×
+    /// 10 / 100 / 500 mappers; quick: 200 / 1 000 × 2 / 10).
+    #[arg(long, value_delimiter = ',')]
+    scale_nodes: Vec<String>,
+    /// The scale group's one-mapper points, devices (default 100, 1 000,
+    /// 5 000; quick: 20, 100). `0` alone skips them.
+    #[arg(long, value_delimiter = ',')]
+    scale_mapper: Vec<usize>,
     #[command(subcommand)]
     internal: Option<Internal>,
 }
@@ -373,7 +382,15 @@ async fn main() -> anyhow::Result<()> {
 
     // 4d. Scale curves: edgecore-dmi over devices × mappers, one mapper over devices.
     if run("scale") {
-        for r in scale::rows(q, args.seconds, &args.plot).await? {
+        for r in scale::rows(
+            q,
+            args.seconds,
+            &args.plot,
+            &args.scale_nodes,
+            &args.scale_mapper,
+        )
+        .await?
+        {
             let [a, b, c, d, e] = r;
             row(&a, b, c, d, &e);
         }

@@ -384,16 +384,39 @@ pub(crate) async fn rows(
     q: bool,
     seconds: Option<u64>,
     plot: &Path,
+    nodes: &[String],
+    mapper_points: &[usize],
 ) -> anyhow::Result<Vec<[String; 5]>> {
     let window = Duration::from_secs(seconds.unwrap_or(if q { 2 } else { 10 }));
     // Each device reports once per period (quick runs: faster, to stay short).
     let period = Duration::from_secs(if q { 2 } else { 10 });
-    let (node_devices, node_mappers): (&[usize], &[usize]) = if q {
-        (&[200, 1000], &[2, 10])
+    let node_points: Vec<(usize, usize)> = if !nodes.is_empty() {
+        nodes
+            .iter()
+            .map(|p| {
+                let (d, m) = p.split_once('x').ok_or_else(|| {
+                    anyhow::anyhow!("--scale-nodes {p}: expected DEVICESxMAPPERS")
+                })?;
+                Ok((d.trim().parse()?, m.trim().parse()?))
+            })
+            .collect::<anyhow::Result<_>>()?
     } else {
-        (&[1000, 10_000, 50_000], &[10, 100, 500])
+        let (devices, mappers): (&[usize], &[usize]) = if q {
+            (&[200, 1000], &[2, 10])
+        } else {
+            (&[1000, 10_000, 50_000], &[10, 100, 500])
+        };
+        mappers
+            .iter()
+            .flat_map(|&m| devices.iter().map(move |&d| (d, m)))
+            .collect()
     };
-    let mapper_devices: &[usize] = if q { &[20, 100] } else { &[100, 1000, 5000] };
+    let mapper_devices: Vec<usize> = match mapper_points {
+        [] if q => vec![20, 100],
+        [] => vec![100, 1000, 5000],
+        [0] => Vec::new(),
+        p => p.to_vec(),
+    };
     let mut out = Vec::new();
     let failed = |what: String, e: anyhow::Error| {
         eprintln!("scale: {what} failed: {e:#}");
@@ -406,17 +429,15 @@ pub(crate) async fn rows(
         ]
     };
     let mut node = Vec::new();
-    for &m in node_mappers {
-        for &d in node_devices {
-            eprintln!("scale: edgecore-dmi, {d} devices, {m} mappers...");
-            match node_point(d, m, period, window).await {
-                Ok(p) => node.push(p),
-                Err(e) => out.push(failed(format!("edgecore-dmi, {d} devices, {m} mappers"), e)),
-            }
+    for &(d, m) in &node_points {
+        eprintln!("scale: edgecore-dmi, {d} devices, {m} mappers...");
+        match node_point(d, m, period, window).await {
+            Ok(p) => node.push(p),
+            Err(e) => out.push(failed(format!("edgecore-dmi, {d} devices, {m} mappers"), e)),
         }
     }
     let mut mapper = Vec::new();
-    for &d in mapper_devices {
+    for &d in &mapper_devices {
         eprintln!("scale: one mapper, {d} devices...");
         match mapper_point(d, window).await {
             Ok(p) => mapper.push(p),
@@ -464,7 +485,10 @@ pub(crate) async fn rows(
             String::new(),
         ]);
     }
-    for &m in node_mappers {
+    let mut node_mappers: Vec<usize> = node_points.iter().map(|&(_, m)| m).collect();
+    node_mappers.sort_unstable();
+    node_mappers.dedup();
+    for m in node_mappers {
         let pts: Vec<&NodePoint> = node.iter().filter(|p| p.mappers == m).collect();
         let xs: Vec<f64> = pts.iter().map(|p| p.devices as f64).collect();
         out.push([

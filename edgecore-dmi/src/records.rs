@@ -10,6 +10,7 @@ use device_crds::{Device, DeviceModel};
 use serde::{Deserialize, Serialize};
 
 use crate::key::ObjectKey;
+pub use crate::twin_maps::{Metadata, MetadataIter, Twins};
 
 /// A Device and where it came from (file path, `kubernetes`), kept compact.
 ///
@@ -200,11 +201,11 @@ pub struct TwinRecord {
     /// Reported value.
     pub reported: String,
     /// Reported metadata.
-    pub reported_meta: BTreeMap<String, String>,
+    pub reported_meta: Metadata,
     /// Desired value the mapper has seen.
     pub observed_desired: String,
     /// Its metadata (`status`, `reason` from mappers of this project).
-    pub desired_meta: BTreeMap<String, String>,
+    pub desired_meta: Metadata,
     /// When this report arrived, ms since the epoch.
     pub updated_ms: u64,
 }
@@ -219,7 +220,7 @@ pub struct TwinState {
     /// Last time the device was online (RFC 3339), as stock EdgeCore records it.
     pub last_online: Option<String>,
     /// Twins by property.
-    pub twins: BTreeMap<String, TwinRecord>,
+    pub twins: Twins,
     /// Desired values set on the edge (over MQTT, [`crate::bridge`]) by
     /// property; each replaces the device source's desired value of its
     /// property until the source changes that value ([`EdgeDesired`]).

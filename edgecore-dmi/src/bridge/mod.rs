@@ -209,7 +209,9 @@ impl MsgTwin {
                 .reported_meta
                 .get("type")
                 .filter(|ty| !ty.is_empty())
-                .map(|ty| TypeMetadata { type_: ty.clone() }),
+                .map(|ty| TypeMetadata {
+                    type_: ty.to_owned(),
+                }),
         }
     }
 }
@@ -679,7 +681,7 @@ mod tests {
         let out = publications(&Change::Twins(Arc::new(applied.clone())));
         assert_eq!(out.len(), 1);
         let mut said = record("true", "on", 1700);
-        said.desired_meta.insert("status".into(), "applied".into());
+        said.desired_meta.insert("status", "applied");
         applied.with_desired = vec![("heating".into(), said)];
         let out = publications(&Change::Twins(Arc::new(applied)));
         assert_eq!(out.len(), 1);

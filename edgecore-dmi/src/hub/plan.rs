@@ -12,6 +12,13 @@ use super::catalog::fingerprint;
 use super::mappers::Refusal;
 use crate::key::ObjectKey;
 
+/// Most device messages ([`Action::Register`], [`Action::Update`]) one plan
+/// carries. A dispatcher plans again once it has made a plan's calls, so a
+/// mapper of 10 000 devices gets them in rounds of this many and the node
+/// never holds more than this many built messages per mapper (they are
+/// about 3 KB each while built; 10 000 at once were 43 MB at 10 mappers).
+pub(crate) const PLAN_BATCH: usize = 128;
+
 /// What a dispatcher should do next for one mapper.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -76,6 +83,10 @@ impl Hub {
         let wanted = Self::wanted_for(&st, &link.record.protocol);
         let mut actions = Vec::new();
         let mut retries = Vec::new();
+        // Devices to send, built below up to PLAN_BATCH: fresh ones first,
+        // then retries of refused ones; `true` for a device the mapper has.
+        let mut devices: Vec<(ObjectKey, bool)> = Vec::new();
+        let mut device_retries: Vec<(ObjectKey, bool)> = Vec::new();
         let mut planned_models = HashSet::new();
         let mut waiting_models = HashSet::new();
         let mut keep = HashSet::new();
@@ -113,21 +124,35 @@ impl Hub {
                 continue;
             }
             let queue = if link.refused_devices.contains_key(&k) {
+                &mut device_retries
+            } else {
+                &mut devices
+            };
+            match link.sent_devices.get(&k) {
+                None => queue.push((k, false)),
+                Some(old) if *old != w.device_fingerprint => queue.push((k, true)),
+                Some(_) => {}
+            }
+        }
+        let mut built = 0;
+        for (k, update) in devices.into_iter().chain(device_retries) {
+            if built == PLAN_BATCH {
+                break;
+            }
+            let Some(d) = self.device_proto(&st, &k) else {
+                continue;
+            };
+            built += 1;
+            let queue = if link.refused_devices.contains_key(&k) {
                 &mut retries
             } else {
                 &mut actions
             };
-            match link.sent_devices.get(&k) {
-                None => queue.extend(
-                    self.device_proto(&st, &k)
-                        .map(|d| Action::Register(k.clone(), d)),
-                ),
-                Some(old) if *old != w.device_fingerprint => queue.extend(
-                    self.device_proto(&st, &k)
-                        .map(|d| Action::Update(k.clone(), d)),
-                ),
-                Some(_) => {}
-            }
+            queue.push(if update {
+                Action::Update(k, d)
+            } else {
+                Action::Register(k, d)
+            });
         }
         for k in link.sent_devices.keys().filter(|k| !keep.contains(*k)) {
             actions.push(Action::Remove(k.clone()));
@@ -383,6 +408,44 @@ mod tests {
         assert_eq!(keys(&plan), ["remove-model default/m"]);
         hub.action_done("go-mapper", &plan.actions[0]);
         assert!(hub.plan("go-mapper").actions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn many_devices_go_out_in_batches_and_all_arrive() {
+        let hub = hub();
+        let n = PLAN_BATCH * 2 + 5;
+        let devices: String = (0..n).map(|i| device(&format!("d{i:04}"), "1")).collect();
+        snapshot(&hub, &format!("{NODE}{devices}"));
+        hub.register_mapper(super::super::fixtures::record(), false);
+        let mut sent = std::collections::BTreeSet::new();
+        let mut rounds = 0;
+        loop {
+            let plan = hub.plan("go-mapper");
+            if plan.actions.is_empty() {
+                break;
+            }
+            rounds += 1;
+            let registers = keys(&plan)
+                .into_iter()
+                .filter(|k| k.starts_with("register "))
+                .count();
+            assert!(
+                registers <= PLAN_BATCH,
+                "{registers} device messages in one plan"
+            );
+            for a in &plan.actions {
+                if let Action::Register(k, _) = a {
+                    assert!(sent.insert(k.to_string()), "{k} planned twice");
+                }
+                hub.action_done("go-mapper", a);
+            }
+        }
+        assert_eq!(sent.len(), n);
+        assert_eq!(rounds, 3);
+        // Only what changed is planned after that.
+        snapshot(&hub, &format!("{NODE}{devices}{}", device("late", "1")));
+        let plan = hub.plan("go-mapper");
+        assert_eq!(keys(&plan), ["register default/late"]);
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn desired_status(desired: Option<&str>, twin: Option<&TwinRecord>) -> Optio
     let twin = twin?;
     let observed = twin.observed_desired == desired;
     if observed && let Some(st) = twin.desired_meta.get("status") {
-        return Some(st.clone());
+        return Some(st.to_owned());
     }
     if !twin.reported.is_empty() && dmi_proto::rules::same_twin_value(&twin.reported, desired) {
         return Some("applied".to_owned());
@@ -150,6 +150,11 @@ impl Hub {
         let observed = self.observed();
         let mut updated = Vec::new();
         let state = st.twins.entry(k.clone()).or_default();
+        let new = twins
+            .iter()
+            .filter(|t| !state.twins.contains_key(&t.property_name))
+            .count();
+        state.twins.reserve(new);
         for t in twins {
             let reported = t.reported.unwrap_or_default();
             let desired = t.observed_desired.unwrap_or_default();
@@ -161,7 +166,7 @@ impl Hub {
                 updated_ms: now,
             };
             let current = observed.then(|| record.clone());
-            let last = state.twins.insert(t.property_name.clone(), record);
+            let last = state.twins.insert(&t.property_name, record);
             if let Some(current) = current {
                 updated.push(TwinChange {
                     property: t.property_name,
@@ -178,7 +183,7 @@ impl Hub {
                 .twins
                 .iter()
                 .filter(|(_, t)| !t.observed_desired.is_empty())
-                .map(|(p, t)| (p.clone(), t.clone()))
+                .map(|(p, t)| (p.to_owned(), t.clone()))
                 .collect(),
         });
         st.status_dirty.insert(k.clone());
@@ -425,7 +430,7 @@ mod tests {
             .unwrap();
         let t = hub.twin_state("default/a").unwrap_or_default();
         assert_eq!(t.twins["set"].reported, "2");
-        assert_eq!(t.twins["set"].reported_meta["type"], "int");
+        assert_eq!(t.twins["set"].reported_meta.get("type"), Some("int"));
         assert!(t.twins["set"].updated_ms > 0);
         // Coalesced and in key order; taken once.
         assert_eq!(hub.take_status_dirty(), [key("a"), key("b")]);

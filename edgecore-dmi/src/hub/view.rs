@@ -102,11 +102,11 @@ fn device_view(st: &State, k: &ObjectKey, e: &DeviceEntry, now: u64) -> DeviceVi
                     .filter(|v| !v.is_empty()),
                 desired_status: desired_status(desired, t)
                     .or_else(|| desired.and(fallback.map(str::to_owned))),
-                desired_reason: t.and_then(|t| t.desired_meta.get("reason").cloned()),
+                desired_reason: t.and_then(|t| t.desired_meta.get("reason").map(str::to_owned)),
                 reported: t.map(|t| t.reported.clone()).filter(|r| !r.is_empty()),
                 age_ms: t.map(|t| now.saturating_sub(t.updated_ms)),
-                error: t.and_then(|t| t.reported_meta.get("error").cloned()),
-                sink_error: t.and_then(|t| t.reported_meta.get("sinkError").cloned()),
+                error: t.and_then(|t| t.reported_meta.get("error").map(str::to_owned)),
+                sink_error: t.and_then(|t| t.reported_meta.get("sinkError").map(str::to_owned)),
             }
         })
         .collect();

@@ -62,7 +62,7 @@ impl std::fmt::Debug for StatusWriter {
 
 /// The merge patch for one device's status.
 pub fn status_patch(t: &TwinState) -> Value {
-    let meta = |m: &std::collections::BTreeMap<String, String>| {
+    let meta = |m: &crate::records::Metadata| {
         let mut out = serde_json::Map::new();
         for k in ["timestamp", "type"] {
             if let Some(v) = m.get(k) {
@@ -320,7 +320,7 @@ mod tests {
             ..Default::default()
         };
         t.twins.insert(
-            "temp".into(),
+            "temp",
             TwinRecord {
                 reported: reported.into(),
                 reported_meta: [("timestamp".to_owned(), timestamp.to_owned())].into(),
@@ -407,7 +407,7 @@ mod tests {
             ..Default::default()
         };
         t.twins.insert(
-            "temp".into(),
+            "temp",
             TwinRecord {
                 reported: "21".into(),
                 reported_meta: [
