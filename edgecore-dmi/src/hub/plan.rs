@@ -135,7 +135,8 @@ impl Hub {
             }
         }
         let mut built = 0;
-        for (k, update) in devices.into_iter().chain(device_retries) {
+        let fresh = devices.into_iter().map(|d| (d, false));
+        for ((k, update), retry) in fresh.chain(device_retries.into_iter().map(|d| (d, true))) {
             if built == PLAN_BATCH {
                 break;
             }
@@ -143,11 +144,7 @@ impl Hub {
                 continue;
             };
             built += 1;
-            let queue = if link.refused_devices.contains_key(&k) {
-                &mut retries
-            } else {
-                &mut actions
-            };
+            let queue = if retry { &mut retries } else { &mut actions };
             queue.push(if update {
                 Action::Update(k, d)
             } else {

@@ -160,9 +160,9 @@ impl Hub {
             let desired = t.observed_desired.unwrap_or_default();
             let record = TwinRecord {
                 reported: reported.value,
-                reported_meta: reported.metadata.into_iter().collect(),
+                reported_meta: reported.metadata.into(),
                 observed_desired: desired.value,
-                desired_meta: desired.metadata.into_iter().collect(),
+                desired_meta: desired.metadata.into(),
                 updated_ms: now,
             };
             let current = observed.then(|| record.clone());
