@@ -14,6 +14,10 @@ if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+if ! command -v cc >/dev/null || ! command -v make >/dev/null; then
+  echo "a C compiler and make are needed (jemalloc, ring): apt-get install build-essential" >&2
+  exit 1
+fi
 echo "building (first time takes a few minutes)..."
 cargo build --quiet --bin edgecore-dmi --bin mapper-virtual --bin mapper-modbus --bin mapper-serial --bin modbus-sim \
   --bin mapper-opcua --bin opcua-sim

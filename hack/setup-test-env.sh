@@ -18,6 +18,9 @@ apt_install() {
 }
 
 if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
+# Native build tools: a C compiler, and make for jemalloc (edgecore-dmi's
+# allocator, tikv-jemalloc-sys runs its configure and make).
+command -v cc >/dev/null && command -v make >/dev/null || apt_install build-essential
 # Modbus peers: socat (virtual serial lines), mbpoll (a real Modbus client CLI).
 apt_install socat mbpoll
 # Data-plane peers (sink and MQTT bridge tests): an MQTT broker and its CLI
